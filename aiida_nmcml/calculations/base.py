@@ -1,0 +1,101 @@
+"""Base CalcJob for everything that runs ``aiida-nmcml-engine``: thin by design.
+
+It writes ``input.json`` (the subcommand's settings plus the model files' names and hashes), copies every model from
+its node into the sandbox, and retrieves ``engine_status.json`` plus what the subclass declares. All physics lives in
+``aiida_nmcml.engine``; all interpretation in the parser.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiida import orm
+from aiida.common import datastructures
+from aiida.engine import CalcJob
+
+from ..engine.common import STATUS_FILENAME
+
+INPUT_FILENAME = 'input.json'
+
+
+class EngineCalculation(CalcJob):
+    """Subclasses set ``_subcommand`` and ``_retrieve`` and implement :meth:`write_inputs`."""
+
+    _subcommand: str = ''
+    _retrieve: tuple[str, ...] = ()
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input_namespace(
+            'models',
+            valid_type=orm.Data,  # MaceModel; kept generic so the namespace validates before the plugin loads
+            dynamic=True,
+            required=False,
+            help='MACE model(s); more than one forms a committee whose spread is the uncertainty.',
+        )
+        spec.input(
+            'parameters',
+            valid_type=orm.Dict,
+            required=False,
+            help='Settings of the engine subcommand (merged over the subclass defaults).',
+        )
+        spec.input(
+            'device', valid_type=orm.Str, default=lambda: orm.Str('auto'), help='cpu, cuda or auto (cuda when present).'
+        )
+        spec.inputs['metadata']['options']['resources'].default = {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
+        spec.inputs['metadata']['options']['withmpi'].default = False
+        spec.inputs['metadata']['options']['parser_name'].default = f'nmcml.{cls._subcommand}' if cls._subcommand else ''
+        spec.output('engine_status', valid_type=orm.Dict, required=False, help='Status written by the engine.')
+
+        spec.exit_code(300, 'ERROR_NO_RETRIEVED_FOLDER', message='The retrieved folder could not be accessed.')
+        spec.exit_code(301, 'ERROR_MISSING_STATUS_FILE', message='The engine wrote no status file: it was killed '
+                       '(walltime, out of memory on the node?). Check the scheduler output and resubmit with more time.')
+        spec.exit_code(302, 'ERROR_MISSING_OUTPUT_FILES', message='The engine reported success but files are missing: '
+                       '{files}')
+        spec.exit_code(310, 'ERROR_INVALID_INPUT', message='The engine rejected its input: {message}')
+        spec.exit_code(311, 'ERROR_MODEL_HASH_MISMATCH', message='A model file does not match its node\'s sha256: '
+                       '{message}')
+        spec.exit_code(312, 'ERROR_MODEL_CORRUPT', message='A model file could not be loaded: {message}')
+        spec.exit_code(313, 'ERROR_NAN_FORCES', message='The model returned non-finite forces: {message}')
+        spec.exit_code(314, 'ERROR_OUT_OF_MEMORY', message='Out of memory: {message}. Use a smaller cell, fewer '
+                       'replicas, or a device with more memory.')
+        spec.exit_code(315, 'ERROR_DEVICE_UNAVAILABLE', message='{message}. Request a GPU node (see docs: GPU jobs) '
+                       'or set device=cpu.')
+        spec.exit_code(399, 'ERROR_ENGINE_INTERNAL', message='The engine crashed: {message}')
+
+    def model_entries(self) -> list[dict]:
+        """Model file names in the sandbox with their hashes, in a stable (sorted key) order."""
+        entries = []
+        for key in sorted(self.inputs.get('models', {})):
+            node = self.inputs.models[key]
+            entries.append({'key': key, 'path': f'model_{key}.model', 'sha256': node.base.attributes.get('sha256')})
+        return entries
+
+    def write_inputs(self, folder, config: dict) -> dict:
+        """Hook: write extra files into ``folder`` and return the (possibly extended) engine config."""
+        return config
+
+    def prepare_for_submission(self, folder):
+        config = dict(self.inputs.parameters.get_dict()) if 'parameters' in self.inputs else {}
+        config['device'] = self.inputs.device.value
+        config['models'] = [{'path': e['path'], 'sha256': e['sha256']} for e in self.model_entries()]
+        config = self.write_inputs(folder, config)
+        with folder.open(INPUT_FILENAME, 'w') as handle:
+            json.dump(config, handle, indent=1)
+
+        local_copy_list = []
+        for entry in self.model_entries():
+            node = self.inputs.models[entry['key']]
+            local_copy_list.append((node.uuid, node.base.attributes.get('filename'), entry['path']))
+
+        codeinfo = datastructures.CodeInfo()
+        codeinfo.code_uuid = self.inputs.code.uuid
+        codeinfo.cmdline_params = [self._subcommand, INPUT_FILENAME]
+        codeinfo.stdout_name = f'{self._subcommand}.log'
+
+        calcinfo = datastructures.CalcInfo()
+        calcinfo.codes_info = [codeinfo]
+        calcinfo.local_copy_list = local_copy_list
+        calcinfo.retrieve_list = [STATUS_FILENAME, codeinfo.stdout_name, *self._retrieve]
+        return calcinfo

@@ -1,0 +1,1 @@
+"""Data plugins: ``nmcml.model`` (MaceModel) and ``nmcml.trainingset`` (TrainingSet)."""

@@ -1,0 +1,1 @@
+"""Work chains of aiida-nmcml; each has a protocol YAML in ``protocols/``."""

@@ -1,0 +1,60 @@
+"""Session fixtures shared by every test level.
+
+The AiiDA profile is SQLite + the built-in ZeroMQ broker, the embedded default of the README: the daemon and
+``submit`` work with no services, so tests at the ``submit_and_await`` level run everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import pathlib
+import shutil
+
+import pytest
+
+pytest_plugins = ['aiida.tools.pytest_fixtures']
+
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+os.environ.setdefault('OMPI_ALLOW_RUN_AS_ROOT', '1')
+os.environ.setdefault('OMPI_ALLOW_RUN_AS_ROOT_CONFIRM', '1')
+
+
+@pytest.fixture(scope='session', autouse=True)
+def aiida_profile(aiida_config, aiida_profile_factory):
+    """Override aiida's default test profile (which has no broker) with one on the ZeroMQ broker."""
+    with aiida_profile_factory(aiida_config, broker_backend='core.zeromq') as profile:
+        yield profile
+
+
+@pytest.fixture(scope='session')
+def tiny_foundation_model(pytestconfig, tmp_path_factory) -> pathlib.Path:
+    """A real MACE (8 channels, L=0, 5 epochs) trained on toy frames: the stand-in foundation model.
+
+    Cached in pytest's cache directory, keyed by the source of the trainer, so editing it retrains.
+    """
+    from aiida_nmcml import toymodel
+
+    key = hashlib.sha256(inspect.getsource(toymodel).encode()).hexdigest()[:12]
+    cache = pathlib.Path(pytestconfig.cache.mkdir(f'tiny_mace_{key}'))
+    model = toymodel.train_tiny_mace(cache)
+    target = tmp_path_factory.mktemp('foundation') / 'tiny.model'
+    shutil.copy(model, target)
+    return target
+
+
+@pytest.fixture(scope='session')
+def toy_frames():
+    """Labelled toy frames (pair potential, not DFT) with the REF_* keys; a fresh list per call is cheap."""
+    from aiida_nmcml.toymodel import toy_frames as make
+
+    return make(24, seed=7)
+
+
+@pytest.fixture(scope='session')
+def nmcml_codes(aiida_profile):
+    """localhost computer, codes and the offline pseudopotential family, made by the same code as ``setup``."""
+    from aiida_nmcml.setup import ensure_environment
+
+    return ensure_environment()

@@ -1,0 +1,84 @@
+"""TrainingSet: storage round trip, immutability by design, deterministic splits, refusal of mixed settings."""
+
+import json
+
+import numpy as np
+import pytest
+
+from aiida_nmcml.data.trainingset import MixedSettingsError, TrainingSet, merge_trainingsets
+
+
+def _with_settings(frames, **settings):
+    out = []
+    for atoms in frames:
+        atoms = atoms.copy()
+        atoms.info.update(settings)
+        out.append(atoms)
+    return out
+
+
+QE = {'engine': 'qe', 'functional': 'PBEsol', 'hubbard_u': json.dumps({'Ni': 6.2}), 'ecutwfc': 30.0,
+      'kpoints_distance': 0.5}
+
+
+def test_round_trip_keeps_labels(toy_frames):
+    node = TrainingSet.from_frames(toy_frames).store()
+    frames = node.get_frames()
+    assert node.num_frames == len(toy_frames) == len(frames)
+    for original, loaded in zip(toy_frames, frames):
+        assert loaded.info['REF_energy'] == pytest.approx(original.info['REF_energy'])
+        np.testing.assert_allclose(loaded.arrays['REF_forces'], original.arrays['REF_forces'], atol=1e-6)
+        np.testing.assert_allclose(loaded.get_cell(), original.get_cell(), atol=1e-6)
+    assert set(node.elements) <= {'Li', 'Ni', 'Mn', 'Co', 'O'}
+    assert sum(node.counts_by_composition().values()) == node.num_frames
+
+
+def test_split_is_deterministic_and_complete(toy_frames):
+    node = TrainingSet.from_frames(toy_frames)
+    first = node.split((0.8, 0.1, 0.1), seed=3)
+    again = node.split((0.8, 0.1, 0.1), seed=3)
+    other = node.split((0.8, 0.1, 0.1), seed=4)
+    energies = {k: [a.info['REF_energy'] for a in v.get_frames()] for k, v in first.items()}
+    assert energies == {k: [a.info['REF_energy'] for a in v.get_frames()] for k, v in again.items()}
+    assert energies != {k: [a.info['REF_energy'] for a in v.get_frames()] for k, v in other.items()}
+    assert sum(len(v) for v in energies.values()) == len(toy_frames)
+    assert all(len(v) >= 1 for v in energies.values())
+    with pytest.raises(ValueError, match='sum to 1'):
+        node.split((0.5, 0.1, 0.1))
+
+
+def test_mixed_settings_refused(toy_frames):
+    qe = _with_settings(toy_frames[:3], **QE)
+    other = _with_settings(toy_frames[3:6], **{**QE, 'ecutwfc': 45.0})
+    node = TrainingSet.from_frames(qe)
+    assert node.dft_settings['engine'] == 'qe'
+    with pytest.raises(MixedSettingsError, match='ecutwfc'):
+        node.append(other)
+    # key order inside the Hubbard JSON is not a different setting
+    reordered = _with_settings(toy_frames[6:8], **{**QE, 'hubbard_u': json.dumps({'Ni': 6.2})})
+    assert node.append(reordered).num_frames == 5
+
+
+def test_unlabelled_frames_are_accepted_and_nan_refused(toy_frames):
+    bare = [a.copy() for a in toy_frames[:2]]
+    for atoms in bare:
+        atoms.info.pop('REF_energy')
+    node = TrainingSet.from_frames(bare)
+    assert node.num_labelled == 0 and node.num_frames == 2
+    broken = toy_frames[0].copy()
+    broken.arrays['REF_forces'][0, 0] = np.nan
+    with pytest.raises(ValueError, match='non-finite REF_forces'):
+        TrainingSet.from_frames([broken])
+
+
+def test_filter_append_and_merge_provenance(toy_frames, tmp_path):
+    node = TrainingSet.from_frames(toy_frames).store()
+    small = node.filter(lambda a: len(a) <= 4)
+    assert 0 < small.num_frames < node.num_frames
+    assert all(len(a) <= 4 for a in small.get_frames())
+    merged = merge_trainingsets(a=small.store(), b=node)
+    assert merged.num_frames == small.num_frames + node.num_frames
+    inputs = {link.node.uuid for link in merged.creator.base.links.get_incoming().all()}
+    assert {small.uuid, node.uuid} <= inputs
+    node.write_extxyz(tmp_path / 'out.xyz')
+    assert (tmp_path / 'out.xyz').read_bytes() == node.get_content(mode='rb')
