@@ -11,11 +11,14 @@ import inspect
 import os
 import pathlib
 import shutil
+import sys
 
 import pytest
 
 pytest_plugins = ['aiida.tools.pytest_fixtures']
 
+# The daemon is started with `verdi` from PATH: make it this interpreter's, also when the venv is not activated.
+os.environ['PATH'] = f'{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get("PATH", "")}'
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 os.environ.setdefault('OMPI_ALLOW_RUN_AS_ROOT', '1')
 os.environ.setdefault('OMPI_ALLOW_RUN_AS_ROOT_CONFIRM', '1')

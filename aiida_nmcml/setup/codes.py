@@ -27,7 +27,7 @@ def _venv_script(name: str) -> str:
 
 
 def code_specs() -> list[CodeSpec]:
-    mpi = shutil.which('mpirun') is not None
+    mpi = None  # the calcjob's metadata.options.withmpi decides; builders set it from mpi_available()
     return [
         CodeSpec('pw', 'nmcml-pw', shutil.which('pw.x') or '/usr/bin/pw.x', 'quantumespresso.pw', mpi,
                  'Quantum ESPRESSO pw.x'),
@@ -76,3 +76,8 @@ def ensure_codes(computer) -> dict:
 
 def missing_executables() -> list[str]:
     return [f'{s.label}: {s.executable}' for s in code_specs() if not pathlib.Path(s.executable).exists()]
+
+
+def mpi_available() -> bool:
+    """Whether builders should run pw.x/neb.x under mpirun on localhost."""
+    return shutil.which('mpirun') is not None

@@ -38,24 +38,89 @@ def profile_exists(name: str) -> bool:
 
 
 def create_profile(name: str, postgres: bool = False, rabbitmq: bool = False, echo=print) -> None:
-    """Create ``name`` with ``verdi presto`` and make it the default."""
-    cmd = [*_verdi(), 'presto', '--profile-name', name, '--non-interactive']
+    """Create ``name`` and make it the default: ``verdi presto`` for SQLite, ``verdi profile setup`` for PostgreSQL.
+
+    Why not ``verdi presto --use-postgres``: it creates the database with the locale ``en_US.UTF-8``, which minimal
+    Debian images lack; we create role and database ourselves with ``C.UTF-8``.
+    """
     if postgres:
-        cmd += ['--use-postgres', '--postgres-hostname', '127.0.0.1', '--postgres-username', 'postgres']
-    if not rabbitmq:
-        cmd += ['--use-zeromq']
-    echo(f'creating profile {name!r}: {" ".join(cmd[1:])}')
+        db = ensure_postgres_database(name, echo=echo)
+        repository = pathlib.Path(_config_dir()) / 'repository' / name
+        cmd = [*_verdi(), 'profile', 'setup', 'core.psql_dos', '--non-interactive', '--profile-name', name,
+               '--email', 'aiida@localhost', '--first-name', 'aiida', '--last-name', 'nmcml',
+               '--institution', 'localhost', '--broker', 'core.rabbitmq' if rabbitmq else 'core.zeromq',
+               '--database-hostname', db['host'], '--database-port', str(db['port']),
+               '--database-username', db['user'], '--database-password', db['password'],
+               '--database-name', db['name'], '--repository-uri', f'file://{repository}', '--set-as-default']
+    else:
+        cmd = [*_verdi(), 'presto', '--profile-name', name, '--non-interactive']
+        cmd += [] if rabbitmq else ['--use-zeromq']
+    echo(f'creating profile {name!r}: verdi {" ".join(cmd[1:3])} ...')
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(
-            f'`verdi presto` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n'
-            + ('Is PostgreSQL running and reachable as user postgres on 127.0.0.1? ' if postgres else '')
-            + ('Is RabbitMQ running on 127.0.0.1:5672? ' if rabbitmq else '')
+            f'creating the profile failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n'
+            + ('Is RabbitMQ running on 127.0.0.1:5672 (`rabbitmq-server -detached`)? ' if rabbitmq else '')
         )
     if rabbitmq:
         _check_rabbitmq_broker(name)
     subprocess.run([*_verdi(), 'profile', 'set-default', name], capture_output=True, check=False)
     subprocess.run([*_verdi(), 'config', 'set', 'warnings.rabbitmq_version', 'False'], capture_output=True, check=False)
+    if postgres:
+        # a presto-made profile gets localhost for free; a `profile setup` one does not
+        subprocess.run([*_verdi(), '-p', name, 'config', 'set', 'warnings.development_version', 'False'],
+                       capture_output=True, check=False)
+
+
+def _config_dir() -> str:
+    from aiida.manage.configuration import get_config
+
+    return get_config(create=True).dirpath
+
+
+def ensure_postgres_database(name: str, host: str = '127.0.0.1', port: int = 5432, admin: str = 'postgres',
+                             echo=print) -> dict:
+    """Create role and database ``aiida_<name>`` if missing (idempotent); return the connection parameters."""
+    import secrets
+
+    import psycopg
+    from psycopg import sql
+
+    ident = 'aiida_' + ''.join(c if c.isalnum() else '_' for c in name)
+    password = secrets.token_hex(12)
+    try:
+        conn = psycopg.connect(host=host, port=port, user=admin, dbname='postgres', autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise RuntimeError(
+            f'cannot connect to PostgreSQL at {host}:{port} as {admin!r}: {exc}. Start PostgreSQL or use the '
+            'embedded default (omit --postgres).'
+        ) from exc
+    with conn:
+        role_exists = conn.execute('SELECT 1 FROM pg_roles WHERE rolname=%s', (ident,)).fetchone()
+        if role_exists:
+            conn.execute(sql.SQL('ALTER ROLE {} WITH LOGIN PASSWORD {}').format(sql.Identifier(ident), password))
+        else:
+            conn.execute(sql.SQL('CREATE ROLE {} WITH LOGIN PASSWORD {}').format(sql.Identifier(ident), password))
+        if not conn.execute('SELECT 1 FROM pg_database WHERE datname=%s', (ident,)).fetchone():
+            echo(f'creating PostgreSQL database {ident}')
+            conn.execute(
+                sql.SQL(
+                    "CREATE DATABASE {} OWNER {} ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' "
+                    'TEMPLATE template0'
+                ).format(sql.Identifier(ident), sql.Identifier(ident))
+            )
+    return {'host': host, 'port': port, 'user': ident, 'password': password, 'name': ident}
+
+
+def drop_postgres_database(name: str, host: str = '127.0.0.1', port: int = 5432, admin: str = 'postgres') -> None:
+    """Remove what :func:`ensure_postgres_database` made (tests clean up after themselves)."""
+    import psycopg
+    from psycopg import sql
+
+    ident = 'aiida_' + ''.join(c if c.isalnum() else '_' for c in name)
+    with psycopg.connect(host=host, port=port, user=admin, dbname='postgres', autocommit=True) as conn:
+        conn.execute(sql.SQL('DROP DATABASE IF EXISTS {} WITH (FORCE)').format(sql.Identifier(ident)))
+        conn.execute(sql.SQL('DROP ROLE IF EXISTS {}').format(sql.Identifier(ident)))
 
 
 def _check_rabbitmq_broker(name: str) -> None:

@@ -1,0 +1,72 @@
+"""``aiida-nmcml setup``: idempotent creation, ``--check`` on a fresh profile, and the offline pseudo family."""
+
+import re
+
+import pytest
+from aiida import orm
+from click.testing import CliRunner
+
+from aiida_nmcml.cli import cmd_root
+from aiida_nmcml.setup import check_environment, ensure_environment
+from aiida_nmcml.setup.pseudos import DEFAULT_FAMILY, MN_FILENAME, generate_mn, normalise_upf_date
+
+
+def test_setup_twice_creates_nothing_new(nmcml_codes):
+    before = orm.QueryBuilder().append(orm.Node).count(), orm.QueryBuilder().append(orm.Computer).count()
+    again = ensure_environment()
+    after = orm.QueryBuilder().append(orm.Node).count(), orm.QueryBuilder().append(orm.Computer).count()
+    assert again['created'] == []
+    assert before == after
+    assert again['pw'].uuid == nmcml_codes['pw'].uuid
+
+
+def test_cli_setup_reports_nothing_to_create_and_check_passes(nmcml_codes):
+    runner = CliRunner()
+    result = runner.invoke(cmd_root, ['setup'], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert 'nothing to create' in result.output
+    check = runner.invoke(cmd_root, ['setup', '--check'], catch_exceptions=False)
+    assert check.exit_code == 0, check.output
+    assert '✗' not in check.output
+
+
+def test_check_on_fresh_profile_fails_clearly(aiida_profile_tmp):
+    """A brand-new profile has no computer, codes or family: --check must list them and exit non-zero."""
+    rows = check_environment()
+    missing = {item for item, ok, _ in rows if not ok}
+    assert 'computer localhost' in missing and f'pseudo family {DEFAULT_FAMILY}' in missing
+    result = CliRunner().invoke(cmd_root, ['setup', '--check'])
+    assert result.exit_code == 1
+    assert re.search(r'✗ code nmcml-pw: missing: run `aiida-nmcml setup`', result.output)
+
+
+def test_offline_family_has_all_nmc_elements_and_cutoffs(nmcml_codes):
+    from aiida_pseudo.groups.family import CutoffsPseudoPotentialFamily
+
+    family = orm.load_group(nmcml_codes['pseudo_family'])
+    assert isinstance(family, CutoffsPseudoPotentialFamily)
+    assert set(family.elements) == {'Li', 'Ni', 'Mn', 'Co', 'O'}
+    wfc, rho = family.get_recommended_cutoffs(elements=('Li', 'Ni', 'Mn', 'Co', 'O'), unit='Ry')
+    assert wfc >= 60 and rho > wfc
+    low = family.get_recommended_cutoffs(elements=('Li', 'Ni'), stringency='low', unit='Ry')
+    assert low == (30.0, 240.0)
+
+
+def test_generated_mn_is_identical_every_day(tmp_path):
+    """ld1.x stamps today's date into the UPF: normalised, two generations give byte-identical files."""
+    (tmp_path / 'a').mkdir()
+    (tmp_path / 'b').mkdir()
+    first = generate_mn(tmp_path / 'a').read_bytes()
+    second = generate_mn(tmp_path / 'b').read_bytes()
+    assert first == second
+    assert b'z_valence' in first and b'element="Mn"' in first
+    stamped = 'Generation date: 24Dec2031\n<PP_HEADER date="24Dec2031" element="Mn"/>'
+    assert '2031' not in normalise_upf_date(stamped)
+    assert MN_FILENAME.startswith('Mn')
+
+
+@pytest.mark.parametrize('bad', ['no-such-family'])
+def test_unknown_family_is_a_clear_error(bad, nmcml_codes):
+    result = CliRunner().invoke(cmd_root, ['setup', '--family', bad])
+    assert result.exit_code != 0
+    assert 'aiida-pseudo install' in str(result.exception) + result.output
