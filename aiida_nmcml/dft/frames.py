@@ -1,0 +1,138 @@
+"""DFT outputs → labelled frames (the keys of the frames contract), inside provenance.
+
+Both engines end here, so the learning loop cannot tell which code labelled a frame: energies in eV, forces in eV/Å,
+stress as the ASE Voigt 6-vector in eV/Å^3 with ASE's sign (minus the stress QE and VASP print), moments in
+µB. The conversions are calcfunctions, so every labelled set has links back to the calculation outputs it
+was read from and ``info['source_uuid']`` names the calculation itself.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from aiida import orm
+from aiida.engine import calcfunction
+
+from aiida_nmcml.data.trainingset import (
+    ENERGY_KEY,
+    FORCES_KEY,
+    MAGMOMS_KEY,
+    STRESS_KEY,
+    TrainingSet,
+)
+
+GPA_TO_EV_PER_A3 = 1.0 / 160.21766208
+KBAR_TO_EV_PER_A3 = 0.1 * GPA_TO_EV_PER_A3
+
+
+def voigt_from_tensor(tensor) -> np.ndarray:
+    t = np.asarray(tensor, dtype=float).reshape(3, 3)
+    return np.array([t[0, 0], t[1, 1], t[2, 2], t[1, 2], t[0, 2], t[0, 1]])
+
+
+def _structure_atoms(structure: orm.StructureData):
+    atoms = structure.get_ase()
+    moments = structure.base.attributes.get('nmcml_magmoms', None)
+    if moments is not None and len(moments) == len(atoms):
+        atoms.set_initial_magnetic_moments(moments)
+    atoms.info.pop('nmcml', None)
+    return atoms
+
+
+def qe_frame(structure: orm.StructureData, parameters: orm.Dict, trajectory: orm.TrajectoryData, retrieved=None):
+    """One labelled frame from a PwCalculation's scf outputs (aiida-quantumespresso units: eV, eV/Å, GPa)."""
+    from .qe_outputs import applied_hubbard_u
+
+    atoms = _structure_atoms(structure)
+    atoms.info[ENERGY_KEY] = float(parameters['energy'])
+    atoms.arrays[FORCES_KEY] = np.asarray(trajectory.get_array('forces')[-1], dtype=float)
+    # QE reports stress with the opposite sign to ASE/MACE (ase.io.espresso negates it too).
+    atoms.info[STRESS_KEY] = -voigt_from_tensor(trajectory.get_array('stress')[-1]) * GPA_TO_EV_PER_A3
+    if 'atomic_magnetic_moments' in trajectory.get_arraynames():
+        atoms.arrays[MAGMOMS_KEY] = np.asarray(trajectory.get_array('atomic_magnetic_moments')[-1], dtype=float)
+    atoms.info['source_uuid'] = trajectory.creator.uuid
+    atoms.info['dft_total_magnetization'] = float(parameters.get('total_magnetization', 0.0) or 0.0)
+    if retrieved is not None:  # what pw.x applied, read from its XML (the parser's own flag is wrong for 6.7)
+        atoms.info['dft_hubbard_u_applied'] = json.dumps(applied_hubbard_u(retrieved), sort_keys=True)
+    return atoms
+
+
+def vasp_frame(structure: orm.StructureData, misc: orm.Dict):
+    """One labelled frame from a VaspCalculation's ``misc`` output (aiida-vasp units: eV, eV/Å, kbar)."""
+    atoms = _structure_atoms(structure)
+    energies = misc['total_energies']
+    atoms.info[ENERGY_KEY] = float(energies.get('energy_extrapolated', energies.get('energy_no_entropy')))
+    forces = np.asarray(misc['forces'], dtype=float)
+    atoms.arrays[FORCES_KEY] = forces[-1] if forces.ndim == 3 else forces
+    stress = np.asarray(misc['stress'], dtype=float)
+    stress = stress[-1] if stress.ndim == 3 else stress
+    # VASP prints the stress with pressure positive, as QE does: negate for ASE's convention.
+    atoms.info[STRESS_KEY] = -voigt_from_tensor(stress) * KBAR_TO_EV_PER_A3
+    site = misc.get('site_magnetization', {}) or {}
+    total = (site.get('sphere', {}) or {}).get('x', {}).get('site_moment', {})
+    if total and len(total) == len(atoms):
+        atoms.arrays[MAGMOMS_KEY] = np.array([float(total[str(i + 1)]['tot']) for i in range(len(atoms))])
+    atoms.info['source_uuid'] = misc.creator.uuid
+    atoms.info['dft_total_magnetization'] = float((misc.get('magnetization') or [0.0])[-1] or 0.0)
+    return atoms
+
+
+@calcfunction
+def collect_labelled_frames(settings: orm.Dict, **outputs) -> TrainingSet:
+    """Frames from all successful calculations of one labelling run, in the order of their keys.
+
+    ``outputs`` holds, per frame ``i``: ``structure_i`` plus either ``parameters_i``, ``trajectory_i``,
+    ``retrieved_i`` (QE) or
+    ``misc_i`` (VASP); ``settings`` the per-frame fingerprint and ``keys`` (frame index → the user's key).
+    """
+    settings = settings.get_dict()
+    keys = settings.pop('keys')
+    frames = []
+    for index in sorted(keys, key=int):
+        structure = outputs[f'structure_{index}']
+        if f'misc_{index}' in outputs:
+            atoms = vasp_frame(structure, outputs[f'misc_{index}'])
+        else:
+            atoms = qe_frame(
+                structure,
+                outputs[f'parameters_{index}'],
+                outputs[f'trajectory_{index}'],
+                outputs.get(f'retrieved_{index}'),
+            )
+        atoms.info.update(settings)
+        atoms.info['config_type'] = structure.base.attributes.get('nmcml_config_type', None) or 'label'
+        atoms.info['label_key'] = keys[index]
+        frames.append(atoms)
+    return TrainingSet.from_frames(frames)
+
+
+@calcfunction
+def frames_to_structures(frames: TrainingSet) -> dict:
+    """Unlabelled frames (e.g. an MD or GA output) → one StructureData each, kinds split by initial moment."""
+    results = {}
+    for index, atoms in enumerate(frames.get_frames()):
+        results[f'frame_{index}'] = atoms_to_structure(atoms)
+    return results
+
+
+def atoms_to_structure(atoms) -> orm.StructureData:
+    """Prefer the structures module's converter (kinds split by moment, sublattice labels) when it is available."""
+    try:
+        from aiida_nmcml.structures import to_structure_data
+    except ImportError:
+        to_structure_data = None
+    if to_structure_data is not None:
+        return to_structure_data(atoms)
+    moments = atoms.get_initial_magnetic_moments()
+    tags = np.zeros(len(atoms), dtype=int)
+    for symbol in set(atoms.get_chemical_symbols()):
+        idx = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == symbol]
+        distinct = sorted({round(float(moments[i]), 3) for i in idx})
+        for i in idx:
+            tags[i] = distinct.index(round(float(moments[i]), 3))
+    tagged = atoms.copy()
+    tagged.set_tags(tags)
+    structure = orm.StructureData(ase=tagged)
+    structure.base.attributes.set('nmcml_magmoms', [float(m) for m in moments])
+    return structure

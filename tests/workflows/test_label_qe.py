@@ -1,0 +1,194 @@
+"""nmcml.label with the real pw.x 6.7 on 4-atom LiNiO2 (demo protocol: 30/240 Ry, Gamma point).
+
+Every DFT number asserted here comes from a real pw.x run; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from aiida import orm
+from aiida.common.links import LinkType
+from aiida.engine import run_get_node
+
+from aiida_nmcml.dft.common import LabelInputError
+from aiida_nmcml.dft.qe_outputs import pw_run_window
+from aiida_nmcml.workflows.label import LabelWorkChain
+
+pytestmark = pytest.mark.slow
+
+
+def linio2(rattle: float = 0.0, seed: int = 0, magmom: float = 1.0) -> orm.StructureData:
+    """4-atom LiNiO2 with a Ni moment set by hand (the structures module sets it for NMC cells)."""
+    from aiida_nmcml.structures import layered_parent
+
+    atoms = layered_parent()
+    if rattle:
+        atoms.rattle(stdev=rattle, seed=seed)
+    structure = orm.StructureData(ase=atoms)
+    structure.base.attributes.set('nmcml_magmoms', [magmom if s == 'Ni' else 0.0 for s in atoms.get_chemical_symbols()])
+    return structure
+
+
+def demo_builder(codes, structures, **overrides):
+    overrides = {'qe': {'pseudo_family': codes['pseudo_family'], **overrides.pop('qe', {})}, **overrides}
+    return LabelWorkChain.get_builder_from_protocol(
+        codes['pw'], structures, engine='qe', protocol='demo', overrides=overrides
+    )
+
+
+def pw_calcs(node) -> list[orm.CalcJobNode]:
+    return sorted(
+        (n for n in node.called_descendants if n.process_type == 'aiida.calculations:quantumespresso.pw'),
+        key=lambda n: n.ctime,
+    )
+
+
+@pytest.mark.parametrize('protocol', ['demo', 'fast', 'moderate', 'precise'])
+def test_protocols_build_pw_inputs(nmcml_codes, protocol):
+    """Each level resolves to pw.x inputs: spin-polarised, U via SYSTEM (QE 6.7 ignores the HUBBARD card)."""
+    from aiida_nmcml.dft.qe_inputs import pw_base_inputs
+
+    builder = LabelWorkChain.get_builder_from_protocol(
+        nmcml_codes['pw'],
+        [linio2()],
+        protocol=protocol,
+        overrides={'qe': {'pseudo_family': nmcml_codes['pseudo_family']}},
+    )
+    settings = builder.settings.get_dict()
+    child = pw_base_inputs(
+        builder.code, builder.structures['frame_0'], settings['qe'], settings['hubbard_u'], settings['magmoms']
+    )
+    system = child.pw.parameters['SYSTEM']
+    assert system['nspin'] == 2
+    assert system['lda_plus_u'] is True
+    assert system['hubbard_u'] == {'Ni': 6.2}
+    assert system['starting_magnetization']['Ni'] > 0
+    assert child.pw.parameters['CONTROL']['tstress'] and child.pw.parameters['CONTROL']['tprnfor']
+    if protocol == 'demo':
+        assert (system['ecutwfc'], system['ecutrho']) == (30.0, 240.0)
+    else:  # from the family's recommended cutoffs
+        family = orm.load_group(nmcml_codes['pseudo_family'])
+        wfc, _ = family.get_recommended_cutoffs(elements=tuple(family.elements), unit='Ry')
+        assert system['ecutwfc'] >= 0.8 * wfc - 1e-9
+
+
+def test_bad_inputs_are_refused_with_clear_errors(nmcml_codes):
+    codes = nmcml_codes
+    with pytest.raises(LabelInputError, match='unknown engine'):
+        LabelWorkChain.get_builder_from_protocol(codes['pw'], [linio2()], engine='castep')
+
+    no_cell = orm.StructureData(cell=[[0, 0, 0], [0, 0, 0], [0, 0, 0]], pbc=(False, False, False))
+    no_cell.append_atom(position=(0, 0, 0), symbols='Ni')
+    with pytest.raises(LabelInputError, match='no periodic 3D cell'):
+        demo_builder(codes, {'bare': no_cell})
+
+    from aiida_nmcml.structures import layered_parent
+
+    atoms = layered_parent()
+    atoms.symbols[1] = 'Fe'
+    builder = demo_builder(codes, {'iron': orm.StructureData(ase=atoms)})
+    with pytest.raises(ValueError, match=r"'iron' contains Fe but pseudopotential family"):
+        run_get_node(builder)
+
+    builder = demo_builder(codes, [linio2()])
+    with pytest.raises(ValueError, match='unknown engine'):
+        builder.engine = orm.Str('siesta')
+
+
+def test_hubbard_u_acts_in_pw67(nmcml_codes):
+    """U is applied by pw.x 6.7: the energy changes and the parsed output says DFT+U ran; U = 0 gives plain DFT."""
+    results = {}
+    for name, hubbard in (('u', {'Ni': 6.2, 'Co': 3.32, 'Mn': 3.9}), ('no_u', {})):
+        builder = demo_builder(nmcml_codes, {'linio2': linio2()}, hubbard_u=hubbard)
+        outputs, node = run_get_node(builder)
+        assert node.is_finished_ok, (node.exit_message, node.outputs.failures.get_dict())
+        (calc,) = pw_calcs(node)
+        (frame,) = outputs['labelled'].get_frames()
+        results[name] = (frame, calc)
+
+    (frame_u, calc_u), (frame_0, _) = results['u'], results['no_u']
+    # aiida-quantumespresso's own flag misses QE 6.7's XML layout; the U pw.x echoes in its XML is the proof
+    assert json.loads(frame_u.info['dft_hubbard_u_applied']) == {'Ni': 6.2}
+    assert json.loads(frame_0.info['dft_hubbard_u_applied']) == {}
+    assert 'Simplified LDA+U calculation' in calc_u.outputs.retrieved.base.repository.get_object_content('aiida.out')
+    assert 'lda_plus_u' in calc_u.base.repository.get_object_content('aiida.in').lower()
+    assert 'hubbard_u(2)' in calc_u.base.repository.get_object_content('aiida.in').lower()
+    assert abs(frame_u.info['REF_energy'] - frame_0.info['REF_energy']) > 0.1  # eV; U shifts E by eV
+    assert json.loads(frame_u.info['hubbard_u']) == {'Co': 3.32, 'Mn': 3.9, 'Ni': 6.2}
+    assert json.loads(frame_0.info['hubbard_u']) == {}
+    assert frame_u.info['source_uuid'] == calc_u.uuid
+    # a spin-polarised Ni3+ (d7, low spin) cell keeps a moment on Ni
+    assert abs(frame_u.arrays['REF_magmoms'][1]) > 0.5
+
+
+def test_batch_of_three_runs_concurrently_on_the_daemon(nmcml_codes, submit_and_await):
+    """Three rattled cells in one submit: all labelled, each from its own pw.x, and the pw.x runs overlap in time."""
+    structures = {f'rattled_{i}': linio2(rattle=0.05, seed=i) for i in range(3)}
+    node = submit_and_await(demo_builder(nmcml_codes, structures), timeout=300)
+    assert node.is_finished_ok, (node.exit_message, node.outputs.failures.get_dict())
+    labelled = node.outputs.labelled
+    assert labelled.num_frames == 3
+    assert node.outputs.failures.get_dict() == {}
+    frames = labelled.get_frames()
+    calcs = pw_calcs(node)
+    assert {f.info['source_uuid'] for f in frames} == {c.uuid for c in calcs}
+    assert [f.info['label_key'] for f in frames] == sorted(structures)
+    for frame in frames:
+        forces = frame.arrays['REF_forces']
+        assert np.abs(forces).max() > 1e-3  # rattled: non-zero forces
+        assert np.allclose(forces.sum(axis=0), 0.0, atol=0.05)  # Newton's third law, within SCF noise
+        assert frame.info['REF_stress'].shape == (6,)
+    # provenance: the labelled set was created from the calculations' outputs
+    inputs = labelled.creator.base.links.get_incoming(link_type=LinkType.INPUT_CALC).all_nodes()
+    assert {n.creator.uuid for n in inputs if n.creator} >= {c.uuid for c in calcs}
+    # concurrency: every pw.x started before the first one finished (stamps pw.x printed itself)
+    windows = [pw_run_window(c.outputs.retrieved) for c in calcs]
+    assert max(w[0] for w in windows) < min(w[1] for w in windows), windows
+
+
+def test_scf_failure_goes_through_handlers_and_is_listed(nmcml_codes):
+    """electron_maxstep=1 cannot converge: the restart handlers retry, then the frame is a listed failure (exit 320)."""
+    builder = demo_builder(
+        nmcml_codes,
+        {'stubborn': linio2()},
+        qe={'electrons': {'electron_maxstep': 1}, 'max_iterations': 2},
+    )
+    _, node = run_get_node(builder)
+    assert node.exit_status == LabelWorkChain.exit_codes.ERROR_TOO_FEW_LABELLED.status
+    assert 'labelled' not in node.outputs
+    failure = node.outputs.failures['stubborn']
+    assert failure['calculation_exit_status'] == 410  # ERROR_ELECTRONIC_CONVERGENCE_NOT_REACHED
+    assert len(pw_calcs(node)) == 2  # the handler restarted once with a lower mixing_beta
+    betas = [c.inputs.parameters['ELECTRONS']['mixing_beta'] for c in pw_calcs(node)]
+    assert betas[1] < betas[0]
+
+
+def test_crashed_frame_is_excluded_and_the_rest_kept(nmcml_codes):
+    """A cell that pw.x refuses (two atoms on one site) fails; the good one is still labelled and the run succeeds."""
+    from aiida_nmcml.structures import layered_parent
+
+    atoms = layered_parent()
+    atoms.positions[3] = atoms.positions[2]
+    broken = orm.StructureData(ase=atoms)
+    builder = demo_builder(nmcml_codes, {'good': linio2(), 'overlap': broken})
+    outputs, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_message, node.outputs.failures.get_dict())
+    assert outputs['labelled'].num_frames == 1
+    assert outputs['labelled'].get_frames()[0].info['label_key'] == 'good'
+    assert set(outputs['failures'].get_dict()) == {'overlap'}
+
+
+def test_same_structure_and_settings_reuse_the_first_result(nmcml_codes):
+    """With caching on, labelling an identical structure again reuses the PwCalculation instead of running pw.x."""
+    from aiida.manage.caching import enable_caching
+
+    with enable_caching():
+        first, _ = run_get_node(demo_builder(nmcml_codes, {'a': linio2(rattle=0.02, seed=11)}))
+        second, node = run_get_node(demo_builder(nmcml_codes, {'a': linio2(rattle=0.02, seed=11)}))
+    (calc,) = pw_calcs(node)
+    assert calc.base.caching.is_created_from_cache
+    e1, e2 = (o['labelled'].get_frames()[0].info['REF_energy'] for o in (first, second))
+    assert e1 == e2
