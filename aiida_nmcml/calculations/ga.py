@@ -1,0 +1,96 @@
+"""``nmcml.ga``: genetic search over orderings on a fixed NMC lattice (``aiida-nmcml-engine ga``).
+
+The lattice and its compositions come from the ``lattice`` Dict (supercell, x_li, composition, antisite_fraction,
+seed), built here with :mod:`aiida_nmcml.structures` and written as ``lattice.extxyz`` (vacancies as ``X``), so the
+search space is a function of input nodes only.
+"""
+
+from __future__ import annotations
+
+from aiida import orm
+
+from ..engine import ga as ga_engine
+from ..workflows.protocols.utils import ProtocolMixin
+from .base import EngineCalculation
+
+LATTICE_FILENAME = 'lattice.extxyz'
+LATTICE_KEYS = ('supercell', 'x_li', 'composition', 'antisite_fraction', 'seed', 'tm_order')
+
+
+def build_lattice_atoms(spec: dict):
+    """Lattice-file Atoms (all sites, ``X`` for vacancies, ``sublattice`` array) of a ``lattice`` Dict."""
+    from ..engine.ga_lattice import Lattice
+    from ..structures import NmcLattice
+
+    nmc = NmcLattice.from_supercell(spec.get('supercell', (1, 1, 1)))
+    occupancy = nmc.default_occupancy(
+        x_li=spec.get('x_li', 1.0), composition=spec.get('composition'), seed=spec.get('seed', 0),
+        tm_order=spec.get('tm_order'), antisite_fraction=spec.get('antisite_fraction', 0.0),
+    )
+    lattice = Lattice(nmc.cell.copy(), nmc.positions.copy(), nmc.sublattice.astype('<U2'), occupancy)
+    return lattice.lattice_atoms(occupancy)
+
+
+def validate_inputs(inputs, _):
+    params = inputs['parameters'].get_dict() if 'parameters' in inputs else {}
+    for key in ('lattice', 'models', 'device'):
+        if key in params:
+            return f'parameters may not set `{key}`: it comes from the input nodes'
+    if params.get('fitness', 'mace') == 'mace' and not inputs.get('models'):
+        return 'the mace fitness needs a model in the `models` namespace'
+    if 'lattice' not in inputs:
+        return None  # exposed without the lattice (nmcml.search sets it per Li content)
+    unknown = sorted(set(inputs['lattice'].get_dict()) - set(LATTICE_KEYS))
+    if unknown:
+        return f'unknown key(s) {unknown} in `lattice`; allowed: {LATTICE_KEYS}'
+    try:
+        atoms = build_lattice_atoms(inputs['lattice'].get_dict())
+    except (ValueError, TypeError) as exc:
+        return f'invalid `lattice`: {exc}'
+    from ..engine.ga_lattice import Lattice
+
+    if not Lattice.from_atoms(atoms).groups:
+        return 'the lattice has a single ordering: set x_li < 1 or a mixed transition-metal composition'
+    return None
+
+
+class GaCalculation(ProtocolMixin, EngineCalculation):
+    _protocol_filename = 'ga.yaml'
+    _subcommand = 'ga'
+    _retrieve = (ga_engine.RESULTS, ga_engine.TOP_CANDIDATES, ga_engine.HISTORY)
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input('lattice', valid_type=orm.Dict,
+                   help='Search space: supercell, x_li, composition, antisite_fraction, seed (of the start).')
+        spec.inputs.validator = validate_inputs
+        spec.output_namespace('candidates', valid_type=orm.StructureData, dynamic=True, required=False,
+                              help='Top-K distinct orderings, rank_0 lowest in energy, DFT-ready initial moments.')
+        spec.output('output_parameters', valid_type=orm.Dict, required=False,
+                    help='Energies of the top-K, evaluation counts, convergence flag and history.')
+        spec.output('history', valid_type=orm.ArrayData, required=False, help='Best/mean energy per generation.')
+        spec.exit_code(330, 'ERROR_GA_NOT_CONVERGED', message='{message}')
+
+    @classmethod
+    def get_builder_from_protocol(cls, code, lattice, models=None, protocol=None, overrides=None):
+        """Builder with the protocol's engine parameters; ``models`` is a dict or list of MaceModel nodes."""
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        builder = cls.get_builder()
+        builder.code = code
+        builder.lattice = lattice if isinstance(lattice, orm.Dict) else orm.Dict(lattice)
+        if models:
+            builder.models = models if isinstance(models, dict) else {f'm{i}': m for i, m in enumerate(models)}
+        builder.parameters = orm.Dict(inputs['parameters'])
+        builder.device = orm.Str(inputs['device'])
+        builder.metadata.options.update(inputs.get('metadata', {}).get('options', {}))
+        return builder
+
+    def write_inputs(self, folder, config: dict) -> dict:
+        from ase.io import write
+
+        atoms = build_lattice_atoms(self.inputs.lattice.get_dict())
+        with folder.open(LATTICE_FILENAME, 'w') as handle:
+            write(handle, atoms, format='extxyz')
+        config['lattice'] = LATTICE_FILENAME
+        return config

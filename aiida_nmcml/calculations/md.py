@@ -1,0 +1,97 @@
+"""``nmcml.md``: MACE MD with on-the-fly committee uncertainty (``aiida-nmcml-engine md``).
+
+A run stopped by a rule (uncertainty above the hard limit, atoms too close, temperature runaway) still outputs every
+frame it wrote, with its own exit code (320-322), so active learning can harvest it. A killed run continues: pass its
+``remote_folder`` as ``parent_folder`` (trajectory, logs and checkpoint are copied; the engine cuts records newer than
+the checkpoint and continues to ``steps``), or only its ``checkpoint`` output (a fresh trajectory starts there).
+"""
+
+from __future__ import annotations
+
+from aiida import orm
+
+from ..engine import md_io
+from ..workflows.protocols.utils import ProtocolMixin
+from .base import EngineCalculation
+
+STRUCTURE_FILENAME = 'structure.extxyz'
+PARENT_FILES = (md_io.TRAJECTORY, md_io.CANDIDATES, md_io.THERMO, md_io.UNCERTAINTY, md_io.CHECKPOINT)
+
+
+def validate_inputs(inputs, _):
+    if not inputs.get('models'):
+        return 'give at least one model in the `models` namespace (two or more for committee uncertainty)'
+    if 'parent_folder' in inputs and 'checkpoint' in inputs:
+        return 'give either `parent_folder` or `checkpoint` to restart from, not both'
+    params = inputs['parameters'].get_dict() if 'parameters' in inputs else {}
+    for key in ('structure', 'models', 'device', 'restart_from'):
+        if key in params:
+            return f'parameters may not set `{key}`: it comes from the input nodes'
+    return None
+
+
+class MdCalculation(ProtocolMixin, EngineCalculation):
+    _protocol_filename = 'md.yaml'
+    _subcommand = 'md'
+    _retrieve = (md_io.TRAJECTORY, md_io.CANDIDATES, md_io.THERMO, md_io.UNCERTAINTY, md_io.CHECKPOINT,
+                 md_io.STOP_FRAME, md_io.SUMMARY)
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input('structure', valid_type=orm.StructureData, help='Starting structure.')
+        spec.input('parent_folder', valid_type=orm.RemoteData, required=False,
+                   help='Work directory of an earlier (killed or finished) run to continue.')
+        spec.input('checkpoint', valid_type=orm.SinglefileData, required=False,
+                   help='`checkpoint` output of an earlier run to continue from.')
+        spec.inputs.validator = validate_inputs
+        spec.output('trajectory', valid_type=orm.SinglefileData, required=False,
+                    help='extxyz: wrapped positions, `unwrapped` array, info step/time_fs/energy/temperature.')
+        spec.output('uncertainty', valid_type=orm.ArrayData, required=False,
+                    help='Committee deviation time series (one array per column of uncertainty.dat).')
+        spec.output('thermo', valid_type=orm.ArrayData, required=False, help='Thermodynamic log.')
+        spec.output('candidates', valid_type=orm.Data, required=False,
+                    help='TrainingSet of unlabelled frames with deviation between the trust levels.')
+        spec.output('checkpoint', valid_type=orm.SinglefileData, required=False, help='Restart file.')
+        spec.output('stop_structure', valid_type=orm.StructureData, required=False,
+                    help='The frame at which a stop rule fired.')
+        spec.output('output_parameters', valid_type=orm.Dict, required=False, help='Run summary.')
+        spec.exit_code(320, 'ERROR_UNCERTAINTY_EXCEEDED', message='Stopped: {message}')
+        spec.exit_code(321, 'ERROR_ATOMS_TOO_CLOSE', message='Stopped: {message}')
+        spec.exit_code(322, 'ERROR_TEMPERATURE_RUNAWAY', message='Stopped: {message}')
+
+    @classmethod
+    def get_builder_from_protocol(cls, code, structure, models=None, protocol=None, overrides=None):
+        """Builder with the protocol's engine parameters; ``models`` is a dict or list of MaceModel nodes."""
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        builder = cls.get_builder()
+        builder.code = code
+        builder.structure = structure
+        if models:
+            builder.models = models if isinstance(models, dict) else {f'm{i}': m for i, m in enumerate(models)}
+        builder.parameters = orm.Dict(inputs['parameters'])
+        builder.device = orm.Str(inputs['device'])
+        builder.metadata.options.update(inputs.get('metadata', {}).get('options', {}))
+        return builder
+
+    def write_inputs(self, folder, config: dict) -> dict:
+        with folder.open(STRUCTURE_FILENAME, 'w') as handle:
+            from ase.io import write
+
+            write(handle, self.inputs.structure.get_ase(), format='extxyz')
+        config['structure'] = STRUCTURE_FILENAME
+        restarting = 'parent_folder' in self.inputs or 'checkpoint' in self.inputs
+        config['restart_from'] = md_io.CHECKPOINT if restarting else None
+        return config
+
+    def prepare_for_submission(self, folder):
+        calcinfo = super().prepare_for_submission(folder)
+        if 'checkpoint' in self.inputs:
+            node = self.inputs.checkpoint
+            calcinfo.local_copy_list.append((node.uuid, node.filename, md_io.CHECKPOINT))
+        if 'parent_folder' in self.inputs:
+            parent = self.inputs.parent_folder
+            calcinfo.remote_copy_list = [
+                (parent.computer.uuid, f'{parent.get_remote_path()}/{name}', name) for name in PARENT_FILES
+            ]
+        return calcinfo

@@ -1,0 +1,72 @@
+"""Parser of ``nmcml.md``: trajectory, uncertainty and thermo series, candidate frames, checkpoint, summary.
+
+Reads only ``retrieved``. A run stopped by a stop rule keeps its outputs (``keep_outputs_on``) and then gets the
+rule's exit code, so a work chain can harvest the frames and still see why the run ended.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from aiida import orm
+
+from ..engine import md_io
+from .base import EngineParser
+
+STOP_STATUSES = {
+    'uncertainty_exceeded': 'ERROR_UNCERTAINTY_EXCEEDED',
+    'atoms_too_close': 'ERROR_ATOMS_TOO_CLOSE',
+    'temperature_runaway': 'ERROR_TEMPERATURE_RUNAWAY',
+}
+
+
+def table_to_arraydata(text: str) -> orm.ArrayData:
+    lines = text.splitlines()
+    columns = lines[0].lstrip('#').split()
+    rows = [line.split() for line in lines[1:] if line.strip() and not line.startswith('#')]
+    data = np.array(rows, dtype=float).reshape(len(rows), len(columns))
+    node = orm.ArrayData()
+    for i, name in enumerate(columns):
+        node.set_array(name, data[:, i].astype(int) if name == 'step' else data[:, i])
+    return node
+
+
+class MdParser(EngineParser):
+    status_to_exit_code = STOP_STATUSES
+    keep_outputs_on = tuple(STOP_STATUSES)
+
+    def _text(self, name: str) -> str:
+        return self.retrieved.base.repository.get_object_content(name, mode='r')
+
+    def _bytes(self, name: str) -> bytes:
+        return self.retrieved.base.repository.get_object_content(name, mode='rb')
+
+    def parse_outputs(self, status: dict):
+        from ase.io import read
+
+        missing = [n for n in (md_io.SUMMARY, md_io.THERMO) if not self.has_file(n)]
+        if status['status'] == 'ok' and not self.has_file(md_io.TRAJECTORY):
+            missing.append(md_io.TRAJECTORY)
+        if missing:
+            return self.exit_codes.ERROR_MISSING_OUTPUT_FILES.format(files=', '.join(missing))
+        self.out('output_parameters', orm.Dict(self.read_json(md_io.SUMMARY)))
+        self.out('thermo', table_to_arraydata(self._text(md_io.THERMO)))
+        if self.has_file(md_io.UNCERTAINTY):
+            self.out('uncertainty', table_to_arraydata(self._text(md_io.UNCERTAINTY)))
+        if self.has_file(md_io.TRAJECTORY):
+            self.out('trajectory', orm.SinglefileData(io.BytesIO(self._bytes(md_io.TRAJECTORY)),
+                                                      filename=md_io.TRAJECTORY))
+        if self.has_file(md_io.CHECKPOINT):
+            self.out('checkpoint', orm.SinglefileData(io.BytesIO(self._bytes(md_io.CHECKPOINT)),
+                                                      filename=md_io.CHECKPOINT))
+        if self.has_file(md_io.CANDIDATES):
+            from ..data.trainingset import TrainingSet
+
+            frames = read(io.StringIO(self._text(md_io.CANDIDATES)), ':', format='extxyz')
+            if frames:
+                self.out('candidates', TrainingSet.from_frames(frames))
+        if self.has_file(md_io.STOP_FRAME):
+            atoms = read(io.StringIO(self._text(md_io.STOP_FRAME)), format='extxyz')
+            self.out('stop_structure', orm.StructureData(ase=atoms))
+        return None

@@ -1,0 +1,103 @@
+"""``nmcml.md`` end to end on localhost: inputs from nodes, parser outputs, restart from a parent, a stopped run."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from aiida import orm
+from aiida.engine import run_get_node
+from ase.build import make_supercell
+from ase.io import read
+
+from aiida_nmcml.calculations.md import MdCalculation
+from aiida_nmcml.data.model import MaceModel
+from aiida_nmcml.data.trainingset import TrainingSet
+
+
+@pytest.fixture(scope='module')
+def committee(pytestconfig, tiny_foundation_model):
+    """Two MaceModel nodes trained with different seeds (the second cached like the engine tests' one)."""
+    from aiida_nmcml import toymodel
+
+    key = hashlib.sha256(inspect.getsource(toymodel).encode()).hexdigest()[:12]
+    second = toymodel.train_tiny_mace(pathlib.Path(pytestconfig.cache.mkdir(f'tiny_mace_seed2_{key}')), seed=2)
+    return {'m0': MaceModel.get_or_create(tiny_foundation_model), 'm1': MaceModel.get_or_create(second)}
+
+
+@pytest.fixture(scope='module')
+def structure(aiida_profile):
+    from aiida_nmcml.structures import layered_parent
+
+    atoms = make_supercell(layered_parent(), np.diag([2, 2, 2]))
+    return orm.StructureData(ase=atoms).store()
+
+
+def builder_for(code, committee, structure_node, /, **parameters):
+    builder = MdCalculation.get_builder()
+    builder.code = code
+    builder.models = committee
+    builder.structure = structure_node
+    builder.device = orm.Str('cpu')
+    builder.parameters = orm.Dict({'steps': 20, 'trajectory_stride': 5, 'checkpoint_stride': 10, 'seed': 1,
+                                   'uncertainty': {'stride': 10, 'trust_lower': 0.0}, **parameters})
+    builder.metadata.options.max_wallclock_seconds = 300
+    return builder
+
+
+def test_inputs_written_from_nodes(nmcml_codes, committee, structure):
+    builder = builder_for(nmcml_codes['engine'], committee, structure)
+    builder.metadata.dry_run = True
+    builder.metadata.store_provenance = False
+    _, node = run_get_node(builder)
+    folder = pathlib.Path(node.dry_run_info['folder'])
+    config = json.loads((folder / 'input.json').read_text())
+    assert config['structure'] == 'structure.extxyz' and config['restart_from'] is None
+    assert [m['sha256'] for m in config['models']] == [committee['m0'].sha256, committee['m1'].sha256]
+    assert (folder / 'model_m1.model').read_bytes() == committee['m1'].get_content(mode='rb')
+    assert len(read(folder / 'structure.extxyz')) == 32
+    assert 'aiida-nmcml-engine' in (folder / '_aiidasubmit.sh').read_text()
+
+
+def test_parameters_may_not_override_node_inputs(nmcml_codes, committee, structure):
+    builder = builder_for(nmcml_codes['engine'], committee, structure, **{'structure': 'other.xyz'})
+    with pytest.raises(ValueError, match='comes from the input nodes'):
+        run_get_node(builder)
+
+
+def test_run_restart_and_stop(nmcml_codes, committee, structure):
+    """Run 20 steps; continue the same trajectory to 40 from the parent folder; then a tiny hard limit stops the
+    continuation at once with exit 320 while the trajectory, logs and stop frame are still outputs."""
+    code = nmcml_codes['engine']
+    _, first = run_get_node(builder_for(code, committee, structure))
+    assert first.is_finished_ok, (first.exit_status, first.exit_message)
+    out = first.outputs
+    assert out.uncertainty.get_array('step').tolist() == [0, 10, 20]
+    assert np.all(out.uncertainty.get_array('max_force_dev') > 0)
+    assert isinstance(out.candidates, TrainingSet) and out.candidates.num_frames == 3
+    assert out.candidates.num_labelled == 0
+    assert out.output_parameters['committee_size'] == 2
+
+    builder = builder_for(code, committee, structure, steps=40)
+    builder.parent_folder = first.outputs.remote_folder
+    _, second = run_get_node(builder)
+    assert second.is_finished_ok, (second.exit_status, second.exit_message)
+    frames = read(io.StringIO(second.outputs.trajectory.get_content()), ':', format='extxyz')
+    assert [f.info['step'] for f in frames] == list(range(0, 41, 5))
+    assert second.outputs.output_parameters['start_step'] == 20
+    first_frames = read(io.StringIO(first.outputs.trajectory.get_content()), ':', format='extxyz')
+    assert np.allclose(frames[4].arrays['unwrapped'], first_frames[4].arrays['unwrapped'])  # the parent's frames
+
+    builder = builder_for(code, committee, structure, steps=60, stop={'hard_limit': 1e-4})
+    builder.parent_folder = second.outputs.remote_folder
+    _, third = run_get_node(builder)
+    assert third.exit_status == MdCalculation.exit_codes.ERROR_UNCERTAINTY_EXCEEDED.status
+    assert 'hard limit' in third.exit_message
+    assert 'trajectory' in third.outputs and 'stop_structure' in third.outputs
+    assert third.outputs.output_parameters['stopped_by'] == 'uncertainty_exceeded'
+    assert len(read(io.StringIO(third.outputs.trajectory.get_content()), ':', format='extxyz')) == 9

@@ -1,0 +1,44 @@
+"""Engine fixtures: a committee of two genuinely different tiny MACE models (seeds 1 and 2)."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import pathlib
+import shutil
+
+import pytest
+
+
+@pytest.fixture(scope='session')
+def second_tiny_model(pytestconfig, tmp_path_factory) -> pathlib.Path:
+    """Same architecture and data as the foundation stand-in, other seed: a committee member that really differs."""
+    from aiida_nmcml import toymodel
+
+    key = hashlib.sha256(inspect.getsource(toymodel).encode()).hexdigest()[:12]
+    cache = pathlib.Path(pytestconfig.cache.mkdir(f'tiny_mace_seed2_{key}'))
+    model = toymodel.train_tiny_mace(cache, seed=2)
+    target = tmp_path_factory.mktemp('seed2') / 'tiny2.model'
+    shutil.copy(model, target)
+    return target
+
+
+@pytest.fixture(scope='session')
+def committee_models(tiny_foundation_model, second_tiny_model) -> list[pathlib.Path]:
+    return [tiny_foundation_model, second_tiny_model]
+
+
+@pytest.fixture
+def small_cell():
+    """A 32-atom LiNiO2-type cell (2x2x2 rhombohedral) with a little Mn and Co: the size the tests run MD on."""
+    from ase.build import make_supercell
+
+    from aiida_nmcml.structures import layered_parent
+
+    atoms = make_supercell(layered_parent(), [[2, 0, 0], [0, 2, 0], [0, 0, 2]])
+    symbols = atoms.get_chemical_symbols()
+    tm = [i for i, s in enumerate(symbols) if s == 'Ni']
+    symbols[tm[0]] = 'Mn'
+    symbols[tm[3]] = 'Co'
+    atoms.set_chemical_symbols(symbols)
+    return atoms
