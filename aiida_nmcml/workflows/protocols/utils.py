@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import pathlib
-from functools import lru_cache
+from functools import cache
 
 import yaml
 
@@ -36,7 +36,7 @@ def recursive_merge(left: dict, right: dict) -> dict:
     return merged
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(path: str) -> dict:
     with open(path) as handle:
         return yaml.safe_load(handle)
