@@ -28,6 +28,8 @@ os.environ.setdefault('OMPI_ALLOW_RUN_AS_ROOT_CONFIRM', '1')
 def aiida_profile(aiida_config, aiida_profile_factory):
     """Override aiida's default test profile (which has no broker) with one on the ZeroMQ broker."""
     with aiida_profile_factory(aiida_config, broker_backend='core.zeromq') as profile:
+        # circus' default 2 s is too short on a loaded CI machine: stopping the daemon at session end timed out
+        aiida_config.set_option('daemon.timeout', 60, scope=profile.name)
         yield profile
 
 

@@ -1,0 +1,230 @@
+"""``nmcml.mace.train``: ``mace_run_train`` on a computer, every input file a node.
+
+Three modes follow from which inputs are given (no mode flag that could disagree with the inputs):
+
+* no ``foundation_model``: training from scratch;
+* ``foundation_model`` only: naive fine-tuning (``multiheads_finetuning: false``);
+* ``foundation_model`` + ``replay_set``: multihead fine-tuning, the replay data given as a local ``pt_train_file``,
+  so mace-torch never tries to download Materials Project data at run time (compute nodes are often offline).
+
+Everything a user can get wrong about the data (empty set, NaN labels, elements the foundation model lacks) is
+checked when the process is built, before anything is submitted: nothing is lost and the message says what to fix.
+GPUs: ``device='cuda'`` plus scheduler directives in ``metadata.options.custom_scheduler_commands`` (AiiDA's job
+resources have no GPU field); see docs/finetuning.md, "GPU jobs".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import yaml
+from aiida import orm
+from aiida.common import datastructures
+from aiida.engine import CalcJob
+
+from ..data.model import MaceModel
+from ..data.trainingset import TrainingSet
+
+MODEL_NAME = 'nmcml'
+CONFIG_FILENAME = 'config.yaml'
+TRAIN_FILENAME = 'train.xyz'
+VALID_FILENAME = 'valid.xyz'
+REPLAY_FILENAME = 'replay.xyz'
+FOUNDATION_FILENAME = 'foundation.model'
+STDOUT_FILENAME = 'mace_train.out'
+STDERR_FILENAME = 'mace_train.err'
+HASH_CHECK_FILENAME = 'hash_check.err'
+
+# The keys of the data contract (docs/dev/contracts.md): fixed, not hyperparameters.
+DATA_KEYS = {'energy_key': 'REF_energy', 'forces_key': 'REF_forces', 'stress_key': 'REF_stress'}
+
+# Set from input nodes or by the plugin itself; a user value would silently disagree with the provenance.
+RESERVED_KEYS = frozenset({
+    'name', 'seed', 'device', 'config', 'train_file', 'valid_file', 'test_file', 'test_dir', 'foundation_model',
+    'pt_train_file', 'pt_valid_file', 'multiheads_finetuning', 'work_dir', 'log_dir', 'model_dir',
+    'checkpoints_dir', 'results_dir', 'downloads_dir', 'wandb', 'distributed', *DATA_KEYS,
+})
+
+# Defaults every mode shares; hyperparameters (model size, epochs, lr) come from the protocol / user parameters.
+DEFAULT_PARAMETERS = {
+    'default_dtype': 'float64',
+    'batch_size': 4,
+    'valid_batch_size': 8,
+    'max_num_epochs': 50,
+    'eval_interval': 1,
+    'save_cpu': True,
+    'error_table': 'PerAtomRMSEstressvirials',
+    'loss': 'stress',  # energy + forces + stress (frames without REF_stress get zero stress weight)
+    'valid_fraction': 0.1,
+}
+
+
+def check_trainingset(node: TrainingSet, role: str) -> str | None:
+    """Why ``node`` cannot be trained on, or None. Reads the frames: NaN would only show up as a NaN loss later."""
+    if not node.num_frames:
+        return f'{role} is empty (0 frames): label some structures first'
+    if node.num_labelled == 0:
+        return f'{role} has no frame with REF_energy: it holds unlabelled structures'
+    for index, atoms in enumerate(node.get_frames()):
+        values = [atoms.positions]
+        for key in ('REF_energy', 'REF_stress'):
+            if key in atoms.info:
+                values.append(np.asarray(atoms.info[key], dtype=float))
+        if 'REF_forces' in atoms.arrays:
+            values.append(atoms.arrays['REF_forces'])
+        if not all(np.all(np.isfinite(v)) for v in values):
+            return f'{role} frame {index} has non-finite positions or labels: drop or relabel it before training'
+    return None
+
+
+def validate_inputs(inputs, ctx):
+    """Refuse, at build time, inputs that would make ``mace_run_train`` fail or train on garbage."""
+    if 'training_set' not in ctx:  # exposed in a work chain that supplies the data later
+        return None
+    parameters = inputs['parameters'].get_dict() if 'parameters' in inputs else {}
+    reserved = sorted(RESERVED_KEYS.intersection(parameters))
+    if reserved:
+        return f'parameters may not set {reserved}: they are set from the input nodes (training_set, seed, device ...)'
+    device = inputs['device'].value if 'device' in inputs else 'cpu'
+    if device not in {'cpu', 'cuda'} and not device.startswith('cuda:'):
+        return f'device must be cpu or cuda, not {device!r}'
+    roles = {'training_set': 'training set', 'validation_set': 'validation set', 'replay_set': 'replay set'}
+    for key, role in roles.items():
+        if key in inputs:
+            message = check_trainingset(inputs[key], role)
+            if message:
+                return message
+    foundation = inputs.get('foundation_model')
+    if 'replay_set' in inputs and foundation is None:
+        return 'a replay_set is only meaningful for multihead fine-tuning: give a foundation_model too'
+    if foundation is not None:
+        needed = set(inputs['training_set'].elements)
+        if 'validation_set' in inputs:
+            needed |= set(inputs['validation_set'].elements)
+        missing = foundation.missing_elements(needed)
+        if missing:
+            return (
+                f'the foundation model (elements {foundation.elements}) lacks {missing} present in the data: pick a '
+                'foundation model that covers them or train from scratch'
+            )
+        if parameters.get('E0s') == 'average' and 'replay_set' in inputs:
+            return 'E0s=average cannot be used for multihead fine-tuning: use E0s=foundation (the default)'
+    return None
+
+
+class MaceTrainCalculation(CalcJob):
+    """Train (or fine-tune) one MACE model with ``mace_run_train``."""
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input('training_set', valid_type=TrainingSet, help='Frames to train on (REF_* labels).')
+        spec.input('validation_set', valid_type=TrainingSet, required=False,
+                   help='Validation frames; without it mace_run_train holds out `valid_fraction` of training_set.')
+        spec.input('foundation_model', valid_type=MaceModel, required=False,
+                   help='Model to fine-tune from; absent: train from scratch.')
+        spec.input('replay_set', valid_type=TrainingSet, required=False,
+                   help='Replay (pre-training) frames: switches on multihead fine-tuning.')
+        spec.input('parameters', valid_type=orm.Dict, required=False,
+                   help='mace_run_train options (hyperparameters) merged over the plugin defaults.')
+        spec.input('seed', valid_type=orm.Int, default=lambda: orm.Int(1), help='Random seed of the training.')
+        spec.input('device', valid_type=orm.Str, default=lambda: orm.Str('cpu'),
+                   help='cpu or cuda; for cuda also request a GPU from the scheduler (docs: GPU jobs).')
+        spec.inputs.validator = validate_inputs
+        spec.inputs['metadata']['options']['resources'].default = {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
+        spec.inputs['metadata']['options']['withmpi'].default = False
+        spec.inputs['metadata']['options']['parser_name'].default = 'nmcml.mace.train'
+
+        spec.output('model', valid_type=MaceModel, help='The trained model (the .model file, a pickle).')
+        spec.output('compiled_model', valid_type=orm.SinglefileData, required=False,
+                    help='TorchScript export; fast for inference, cannot be a foundation model.')
+        spec.output('metrics', valid_type=orm.Dict,
+                    help='Final RMSE (train, valid) and MAE (valid) of energy per atom, forces, stress, in eV units.')
+        spec.output('learning_curve', valid_type=orm.ArrayData, required=False,
+                    help='Per-epoch validation loss and errors.')
+        spec.default_output_node = 'metrics'
+
+        spec.exit_code(300, 'ERROR_NO_RETRIEVED_FILES', message='The retrieved folder lacks {files}.')
+        spec.exit_code(310, 'ERROR_NAN_LOSS', message='The loss became NaN at epoch {epoch}: lower the learning rate '
+                       '(lr), check the data for outliers, or use float64.')
+        spec.exit_code(311, 'ERROR_OUT_OF_MEMORY', message='Out of memory: lower batch_size / valid_batch_size or '
+                       'use a device with more memory. {detail}')
+        spec.exit_code(312, 'ERROR_FOUNDATION_MISSING_ELEMENTS', message='The foundation model lacks elements '
+                       '{missing} of the data: choose a foundation model that covers them.')
+        spec.exit_code(313, 'ERROR_EMPTY_DATASET', message='mace_run_train found no data: {detail}')
+        spec.exit_code(314, 'ERROR_DEVICE_UNAVAILABLE', message='device=cuda but the job saw no GPU: request one '
+                       '(custom_scheduler_commands, docs: GPU jobs) or use device=cpu. {detail}')
+        spec.exit_code(315, 'ERROR_MODEL_HASH_MISMATCH', message='The foundation model file on the computer does not '
+                       'match its node sha256; it was not loaded. {detail}')
+        spec.exit_code(350, 'ERROR_TRAINING_FAILED', message='mace_run_train produced no model: {detail}')
+
+    def build_config(self) -> dict:
+        """The ``--config`` YAML: plugin defaults < user parameters < values fixed by the input nodes."""
+        parameters = self.inputs.parameters.get_dict() if 'parameters' in self.inputs else {}
+        config = {**DEFAULT_PARAMETERS}
+        if 'foundation_model' in self.inputs:
+            config['E0s'] = 'foundation'
+        else:
+            config['E0s'] = 'average'
+        config.update(parameters)
+        config.update(DATA_KEYS)
+        config.update({
+            'name': MODEL_NAME,
+            'seed': int(self.inputs.seed.value),
+            'device': self.inputs.device.value,
+            'train_file': TRAIN_FILENAME,
+        })
+        if 'validation_set' in self.inputs:
+            config['valid_file'] = VALID_FILENAME
+            config.pop('valid_fraction', None)
+        if 'foundation_model' in self.inputs:
+            config['foundation_model'] = FOUNDATION_FILENAME
+            config['multiheads_finetuning'] = 'replay_set' in self.inputs
+            if 'replay_set' in self.inputs:
+                config['pt_train_file'] = REPLAY_FILENAME
+        return config
+
+    def prepare_for_submission(self, folder):
+        config = self.build_config()
+        with folder.open(CONFIG_FILENAME, 'w') as handle:
+            yaml.safe_dump(config, handle, sort_keys=True)
+
+        local_copy_list = [(self.inputs.training_set.uuid, self.inputs.training_set.filename, TRAIN_FILENAME)]
+        if 'validation_set' in self.inputs:
+            node = self.inputs.validation_set
+            local_copy_list.append((node.uuid, node.filename, VALID_FILENAME))
+        if 'replay_set' in self.inputs:
+            node = self.inputs.replay_set
+            local_copy_list.append((node.uuid, node.filename, REPLAY_FILENAME))
+
+        calcinfo = datastructures.CalcInfo()
+        if 'foundation_model' in self.inputs:
+            node = self.inputs.foundation_model
+            local_copy_list.append((node.uuid, node.filename, FOUNDATION_FILENAME))
+            # mace_run_train unpickles the foundation model: check the bytes on the compute node first.
+            calcinfo.prepend_text = (
+                f'echo "{node.sha256}  {FOUNDATION_FILENAME}" | sha256sum --check --quiet - '
+                f'|| {{ echo "{FOUNDATION_FILENAME} does not match sha256 {node.sha256}" > {HASH_CHECK_FILENAME}; '
+                'exit 3; }'
+            )
+
+        codeinfo = datastructures.CodeInfo()
+        codeinfo.code_uuid = self.inputs.code.uuid
+        codeinfo.cmdline_params = [f'--config={CONFIG_FILENAME}']
+        codeinfo.stdout_name = STDOUT_FILENAME
+        codeinfo.stderr_name = STDERR_FILENAME
+
+        seed = int(self.inputs.seed.value)
+        calcinfo.codes_info = [codeinfo]
+        calcinfo.local_copy_list = local_copy_list
+        calcinfo.retrieve_list = [
+            STDOUT_FILENAME,
+            STDERR_FILENAME,
+            HASH_CHECK_FILENAME,
+            CONFIG_FILENAME,
+            f'{MODEL_NAME}.model',
+            f'{MODEL_NAME}_compiled.model',
+            f'results/{MODEL_NAME}_run-{seed}_train.txt',
+            f'logs/{MODEL_NAME}_run-{seed}.log',
+        ]
+        return calcinfo
+

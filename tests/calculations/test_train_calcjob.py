@@ -1,0 +1,204 @@
+"""MaceTrainCalculation: input files, validation before submission, and real ``mace_run_train`` runs.
+
+The trainings are real (tiny model, 2 epochs, ≤ 24 frames) and run through the calcjob on localhost.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import yaml
+from aiida import orm
+from aiida.engine import run_get_node
+from train_helpers import TINY_PARAMETERS, train_builder
+
+from aiida_nmcml.calculations.train import MaceTrainCalculation
+from aiida_nmcml.data.model import MaceModel
+from aiida_nmcml.data.trainingset import TrainingSet
+
+
+def _dry_run(builder):
+    builder.metadata.dry_run = True
+    builder.metadata.store_provenance = False
+    _, node = run_get_node(builder)
+    import pathlib
+
+    return pathlib.Path(node.dry_run_info['folder'])
+
+
+@pytest.fixture
+def foundation(tiny_foundation_model):
+    return MaceModel.get_or_create(tiny_foundation_model)
+
+
+def test_multihead_inputs_are_written_from_nodes(nmcml_codes, train_sets, foundation):
+    """Config from the nodes; data and foundation model copied from the repository; hash checked before mace runs."""
+    builder = train_builder(
+        nmcml_codes['mace_train'], train_sets['second'], seed=7, foundation_model=foundation,
+        replay_set=train_sets['first'], validation_set=train_sets['valid'],
+    )
+    folder = _dry_run(builder)
+    config = yaml.safe_load((folder / 'config.yaml').read_text())
+    assert config['seed'] == 7
+    assert config['foundation_model'] == 'foundation.model'
+    assert config['multiheads_finetuning'] is True
+    assert config['pt_train_file'] == 'replay.xyz'
+    assert config['valid_file'] == 'valid.xyz'
+    assert config['E0s'] == 'foundation'
+    assert config['energy_key'] == 'REF_energy'
+    assert 'valid_fraction' not in config
+    script = (folder / '_aiidasubmit.sh').read_text()
+    assert f'{foundation.sha256}  foundation.model' in script
+    assert script.index('sha256sum') < script.index('mace_run_train')
+    # dry run copies local_copy_list into the folder: the bytes of the nodes, not user paths
+    assert (folder / 'foundation.model').read_bytes() == foundation.get_content(mode='rb')
+    assert (folder / 'replay.xyz').read_bytes() == train_sets['first'].get_content(mode='rb')
+
+
+def test_naive_mode_switches_multihead_off(nmcml_codes, train_sets, foundation):
+    folder = _dry_run(train_builder(nmcml_codes['mace_train'], train_sets['second'], foundation_model=foundation))
+    config = yaml.safe_load((folder / 'config.yaml').read_text())
+    assert config['multiheads_finetuning'] is False
+    assert 'pt_train_file' not in config
+    assert config['valid_fraction'] == pytest.approx(0.1)
+
+
+def _raw_set(frames_text: str, elements, num_frames) -> TrainingSet:
+    """A TrainingSet built around TrainingSet.from_frames' own checks, as an older or foreign node could be."""
+    node = TrainingSet(io.BytesIO(frames_text.encode()), filename='frames.xyz')
+    node.base.attributes.set('num_frames', num_frames)
+    node.base.attributes.set('num_labelled', num_frames)
+    node.base.attributes.set('elements', elements)
+    return node.store()
+
+
+def _nan_set(toy_frames):
+    from ase.io import write
+
+    frames = [a.copy() for a in toy_frames[:3]]
+    for a, b in zip(frames, toy_frames[:3], strict=True):
+        a.info.update(b.info)
+        a.arrays['REF_forces'] = b.arrays['REF_forces'].copy()
+    frames[1].arrays['REF_forces'][0, 0] = np.nan
+    handle = io.StringIO()
+    write(handle, frames, format='extxyz')
+    return _raw_set(handle.getvalue(), ['Li', 'Ni', 'O'], 3)
+
+
+def test_nan_in_dataset_refused_before_training(nmcml_codes, toy_frames):
+    with pytest.raises(ValueError, match='non-finite'):
+        TrainingSet.from_frames([*toy_frames[:2], _with_nan(toy_frames[2])])
+    with pytest.raises(ValueError, match='frame 1 has non-finite'):
+        run_get_node(train_builder(nmcml_codes['mace_train'], _nan_set(toy_frames)))
+
+
+def _with_nan(atoms):
+    atoms = atoms.copy()
+    atoms.info['REF_energy'] = math.nan
+    return atoms
+
+
+@pytest.mark.parametrize(
+    ('case', 'message'),
+    [
+        ('empty', 'empty'),
+        ('reserved', 'may not set'),
+        ('replay_without_foundation', 'replay_set'),
+        ('missing_elements', "lacks \\['Fe'\\]"),
+        ('device', 'device must be'),
+    ],
+)
+def test_bad_inputs_refused_with_a_clear_message(case, message, nmcml_codes, train_sets, foundation):
+    code = nmcml_codes['mace_train']
+    toy_frames = train_sets['valid'].get_frames()
+    if case == 'empty':
+        builder = train_builder(code, TrainingSet.from_frames([]).store())
+    elif case == 'reserved':
+        builder = train_builder(code, train_sets['first'], parameters={**TINY_PARAMETERS, 'train_file': '/home/x.xyz'})
+    elif case == 'replay_without_foundation':
+        builder = train_builder(code, train_sets['first'], replay_set=train_sets['second'])
+    elif case == 'missing_elements':
+        frames = [a.copy() for a in toy_frames[:3]]
+        for a, b in zip(frames, toy_frames[:3], strict=True):
+            a.info.update(b.info)
+            a.arrays['REF_forces'] = b.arrays['REF_forces']
+        symbols = frames[0].get_chemical_symbols()
+        symbols[1] = 'Fe'
+        frames[0].set_chemical_symbols(symbols)
+        builder = train_builder(code, TrainingSet.from_frames(frames).store(), foundation_model=foundation)
+    else:
+        builder = train_builder(code, train_sets['first'], device=orm.Str('gpu'))
+    with pytest.raises(ValueError, match=message):
+        run_get_node(builder)
+
+
+def _check_trained(node, elements):
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    model = node.outputs.model
+    assert model.source == 'training'
+    assert set(model.elements) >= set(elements)
+    metrics = node.outputs.metrics.get_dict()
+    for subset in ('train', 'valid'):
+        for key in ('rmse_e_per_atom', 'rmse_f', 'rmse_stress'):
+            assert math.isfinite(metrics[subset][key]) and metrics[subset][key] > 0, (subset, key)
+    assert math.isfinite(metrics['valid']['mae_f']) and 0 < metrics['valid']['mae_f'] <= metrics['valid']['rmse_f']
+    curve = node.outputs.learning_curve
+    assert len(curve.get_array('epoch')) == metrics['epochs'] == TINY_PARAMETERS['max_num_epochs']
+    # the curve's last point is the final validation error reported by mace-torch's own table (meV rounding)
+    assert curve.get_array('rmse_f')[-1] == pytest.approx(metrics['valid']['rmse_f'], abs=2e-4)
+    assert 'compiled_model' in node.outputs
+    return metrics
+
+
+def test_from_scratch(scratch_training, train_sets):
+    _check_trained(scratch_training, train_sets['first'].elements)
+    assert scratch_training.outputs.model.heads == ['Default']
+    model = scratch_training.outputs.model
+    model.verify()
+    assert model.architecture['num_interactions'] == TINY_PARAMETERS['num_interactions']
+
+
+def test_naive_finetune_from_scratch_model(nmcml_codes, scratch_training, train_sets):
+    foundation = scratch_training.outputs.model
+    _, node = run_get_node(train_builder(
+        nmcml_codes['mace_train'], train_sets['second'], seed=2, foundation_model=foundation,
+        validation_set=train_sets['valid'], parameters={'max_num_epochs': 2},
+    ))
+    _check_trained(node, train_sets['second'].elements)
+    assert node.outputs.model.sha256 != foundation.sha256
+    assert node.outputs.model.r_max == foundation.r_max
+    assert node.outputs.model.heads == ['Default']
+
+
+def test_multihead_finetune_with_local_replay(nmcml_codes, scratch_training, train_sets):
+    foundation = scratch_training.outputs.model
+    _, node = run_get_node(train_builder(
+        nmcml_codes['mace_train'], train_sets['second'], seed=3, foundation_model=foundation,
+        replay_set=train_sets['first'], validation_set=train_sets['valid'], parameters={'max_num_epochs': 2},
+    ))
+    metrics = _check_trained(node, train_sets['second'].elements)
+    assert metrics['head'] == 'Default'
+    assert set(node.outputs.model.heads) == {'pt_head', 'Default'}
+    stdout = node.outputs.retrieved.get_object_content('mace_train.out')
+    assert 'pt_head' in stdout and 'Downloading' not in stdout
+
+
+def test_nan_loss_has_its_own_exit_code(nmcml_codes, train_sets):
+    """An absurd learning rate makes the loss NaN; mace-torch exits 0 and writes a model: the parser must catch it."""
+    parameters = {**TINY_PARAMETERS, 'max_num_epochs': 2, 'lr': 1.0e12}
+    _, node = run_get_node(train_builder(nmcml_codes['mace_train'], train_sets['first'], seed=4, parameters=parameters))
+    assert node.exit_status == MaceTrainCalculation.exit_codes.ERROR_NAN_LOSS.status
+    assert 'model' not in node.outputs
+    assert 'learning rate' in node.exit_message
+
+
+def test_cuda_without_gpu_has_its_own_exit_code(nmcml_codes, train_sets):
+    """No GPU here: device=cuda fails inside mace_run_train, and the exit code says to request one."""
+    _, node = run_get_node(train_builder(
+        nmcml_codes['mace_train'], train_sets['first'], seed=6, device=orm.Str('cuda')
+    ))
+    assert node.exit_status == MaceTrainCalculation.exit_codes.ERROR_DEVICE_UNAVAILABLE.status
+    assert 'GPU jobs' in node.exit_message

@@ -1,0 +1,128 @@
+"""MaceTrainParser on outputs recorded from real mace_run_train runs (tests/fixtures/mace_train/README.md).
+
+Only the out-of-memory stderr is hand-made (no GPU here): it is torch's CUDA OOM message, the one line the parser
+looks for.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pathlib
+
+import pytest
+from aiida import orm
+from aiida.common.links import LinkType
+
+from aiida_nmcml.calculations.train import MaceTrainCalculation
+from aiida_nmcml.data.model import MaceModel
+from aiida_nmcml.data.trainingset import TrainingSet
+from aiida_nmcml.parsers.train import MaceTrainParser, parse_error_table
+from aiida_nmcml.toymodel import toy_frames
+
+FIXTURES = pathlib.Path(__file__).parent.parent / 'fixtures' / 'mace_train'
+EXIT = MaceTrainCalculation.exit_codes
+
+
+def make_node(files: dict[str, bytes], seed: int, computer, foundation: MaceModel | None = None, frames=None):
+    """A finished-looking CalcJobNode with ``retrieved`` holding ``files`` and the inputs the parser may consult."""
+    node = orm.CalcJobNode(computer=computer, process_type='aiida.calculations:nmcml.mace.train')
+    node.set_option('resources', {'num_machines': 1, 'num_mpiprocs_per_machine': 1})
+    inputs = {'seed': orm.Int(seed).store(), 'training_set': TrainingSet.from_frames(frames or toy_frames(4)).store()}
+    if foundation is not None:
+        inputs['foundation_model'] = foundation
+    for label, value in inputs.items():
+        node.base.links.add_incoming(value, link_type=LinkType.INPUT_CALC, link_label=label)
+    node.store()
+    retrieved = orm.FolderData()
+    for name, content in files.items():
+        retrieved.base.repository.put_object_from_filelike(io.BytesIO(content), name)
+    retrieved.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='retrieved')
+    retrieved.store()
+    return node
+
+
+def recorded(case: str) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (FIXTURES / case).iterdir()}
+
+
+def parse(node):
+    results, calcfunction = MaceTrainParser.parse_from_node(node, store_provenance=False)
+    return results, calcfunction
+
+
+def test_error_table_units_and_rows():
+    table = parse_error_table((FIXTURES / 'multihead_ok' / 'mace_train.out').read_text())
+    assert table['train']['rmse_e_per_atom'] == pytest.approx(0.4735)
+    assert table['valid']['rmse_f'] == pytest.approx(0.1329)
+    assert table['valid']['rmse_stress'] == pytest.approx(0.2332)
+    assert table['train']['head'] == 'Default'
+
+
+def test_successful_multihead_run(aiida_localhost, tiny_foundation_model):
+    files = recorded('multihead_ok')
+    files['nmcml.model'] = tiny_foundation_model.read_bytes()
+    node = make_node(files, seed=3, computer=aiida_localhost)
+    results, calcfunction = parse(node)
+    assert calcfunction.is_finished_ok, calcfunction.exit_message
+    metrics = results['metrics'].get_dict()
+    assert metrics['head'] == 'Default'  # the fitted head, not pt_head
+    assert metrics['epochs'] == 2
+    assert metrics['valid']['mae_stress'] == pytest.approx(0.13603719438494774)
+    assert metrics['valid']['rmse_f'] == pytest.approx(0.13294573877263352)  # from the results file (exact)
+    assert metrics['train']['rmse_stress'] == pytest.approx(0.2343)
+    curve = results['learning_curve']
+    assert list(curve.get_array('epoch')) == [0, 1]
+    assert all(math.isfinite(v) for v in curve.get_array('rmse_stress'))
+    assert results['model'].source == 'training'
+    assert results['model'].sha256 == MaceModel.from_file(tiny_foundation_model).sha256
+
+
+@pytest.mark.parametrize(
+    ('case', 'expected'),
+    [
+        ('nan_loss', (4, EXIT.ERROR_NAN_LOSS, 'epoch 0')),
+        ('empty_dataset', (5, EXIT.ERROR_EMPTY_DATASET, 'Empty file')),
+        ('missing_elements', (3, EXIT.ERROR_FOUNDATION_MISSING_ELEMENTS, "['Fe']")),
+    ],
+)
+def test_recorded_failures(case, expected, aiida_localhost, tiny_foundation_model):
+    seed, exit_code, extra = expected
+    foundation = frames = None
+    if case == 'missing_elements':
+        foundation = MaceModel.get_or_create(tiny_foundation_model)
+        frames = toy_frames(3)
+        symbols = frames[0].get_chemical_symbols()
+        symbols[1] = 'Fe'
+        frames[0].set_chemical_symbols(symbols)
+    files = recorded(case)
+    if case == 'nan_loss':
+        files['nmcml.model'] = tiny_foundation_model.read_bytes()  # mace-torch writes one anyway
+    node = make_node(files, seed=seed, computer=aiida_localhost, foundation=foundation, frames=frames)
+    results, calcfunction = parse(node)
+    assert calcfunction.exit_status == exit_code.status
+    assert extra in calcfunction.exit_message
+    assert 'model' not in results
+
+
+def test_out_of_memory(aiida_localhost):
+    stderr = b'torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)\n'
+    node = make_node({'mace_train.err': stderr, 'mace_train.out': b''}, seed=1, computer=aiida_localhost)
+    _, calcfunction = parse(node)
+    assert calcfunction.exit_status == EXIT.ERROR_OUT_OF_MEMORY.status
+    assert 'batch_size' in calcfunction.exit_message
+
+
+def test_hash_check_failure_on_the_compute_node(aiida_localhost):
+    node = make_node({'hash_check.err': b'foundation.model does not match sha256 abc\n', 'mace_train.out': b''},
+                     seed=1, computer=aiida_localhost)
+    _, calcfunction = parse(node)
+    assert calcfunction.exit_status == EXIT.ERROR_MODEL_HASH_MISMATCH.status
+
+
+def test_unknown_crash_reports_the_tail(aiida_localhost):
+    node = make_node({'mace_train.err': b'Traceback ...\nRuntimeError: something new\n', 'mace_train.out': b''},
+                     seed=1, computer=aiida_localhost)
+    _, calcfunction = parse(node)
+    assert calcfunction.exit_status == EXIT.ERROR_TRAINING_FAILED.status
+    assert 'something new' in calcfunction.exit_message
