@@ -509,7 +509,7 @@ def initial_magnetic_moments(symbols, oxidation_states, scheme: str = 'spin_only
 
 
 # ------------------------------------------------------------------------------------------------------ builder
-def build_nmc(  # noqa: PLR0917 (positional order is the documented contract)
+def build_nmc(
     supercell=(1, 1, 1),
     x_li: float = 1.0,
     composition: Mapping[str, float] | None = None,

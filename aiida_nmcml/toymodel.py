@@ -123,5 +123,7 @@ def train_tiny_mace(workdir: str | os.PathLike, n_frames: int = 60, seed: int = 
     cmd = [sys.executable, '-m', 'mace.cli.run_train', *args]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not target.is_file():
-        raise RuntimeError(f'tiny MACE training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
+        raise RuntimeError(
+            f'tiny MACE training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
+        )
     return target

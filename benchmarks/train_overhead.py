@@ -38,8 +38,13 @@ def temporary_profile(workdir: pathlib.Path, poll_interval: float = 0.5):
 
     profile = SqliteTempBackend.create_profile('nmcml-benchmark', options={'runner.poll.interval': poll_interval})
     load_profile(profile, allow_switch=True)
-    computer = orm.Computer(label='localhost-bench', hostname='localhost', transport_type='core.local',
-                            scheduler_type='core.direct', workdir=str(workdir / 'scratch')).store()
+    computer = orm.Computer(
+        label='localhost-bench',
+        hostname='localhost',
+        transport_type='core.local',
+        scheduler_type='core.direct',
+        workdir=str(workdir / 'scratch'),
+    ).store()
     computer.configure(safe_interval=0.0)
     computer.set_minimum_job_poll_interval(poll_interval)
     executable = pathlib.Path(sys.executable).parent / 'mace_run_train'
@@ -83,8 +88,9 @@ def run_direct(inputs: pathlib.Path, scratch: pathlib.Path) -> float:
         shutil.copy(inputs / name, folder / name)
     executable = pathlib.Path(sys.executable).parent / 'mace_run_train'
     start = time.perf_counter()
-    proc = subprocess.run([str(executable), '--config=config.yaml'], cwd=folder, capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [str(executable), '--config=config.yaml'], cwd=folder, capture_output=True, text=True, check=False
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])

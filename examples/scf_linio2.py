@@ -33,12 +33,20 @@ def build(codes: dict | None = None, hubbard: bool = False):
                 'SYSTEM': {'ecutwfc': 30.0, 'ecutrho': 240.0, 'smearing': 'gaussian', 'degauss': 0.01},
                 'ELECTRONS': {'conv_thr': 1e-6, 'mixing_beta': 0.3},
             },
-            'metadata': {'options': {'resources': {'num_machines': 1, 'num_mpiprocs_per_machine': 1},
-                                     'max_wallclock_seconds': 600}},
+            'metadata': {
+                'options': {
+                    'resources': {'num_machines': 1, 'num_mpiprocs_per_machine': 1},
+                    'max_wallclock_seconds': 600,
+                }
+            },
         },
     }
     builder = PwBaseWorkChain.get_builder_from_protocol(
-        codes['pw'], structure, protocol='fast', overrides=overrides, spin_type=SpinType.COLLINEAR,
+        codes['pw'],
+        structure,
+        protocol='fast',
+        overrides=overrides,
+        spin_type=SpinType.COLLINEAR,
         initial_magnetic_moments={'Ni': 1.0, 'Li': 0.0, 'O': 0.0},
     )
     builder.pw.metadata.options.withmpi = mpi_available()
@@ -57,7 +65,7 @@ def main() -> int:
     print(f'exit status {node.exit_status}')
     if node.is_finished_ok:
         params = node.outputs.output_parameters.get_dict()
-        print(f"energy {params['energy']:.4f} eV, total magnetisation {params.get('total_magnetization')}")
+        print(f'energy {params["energy"]:.4f} eV, total magnetisation {params.get("total_magnetization")}')
     return 0 if node.is_finished_ok else 1
 
 

@@ -51,8 +51,9 @@ def test_pw_scf_linio2_production_profile(tmp_path):
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
     try:
-        setup = run(str(bindir / 'aiida-nmcml'), 'setup', '--postgres', '--rabbitmq', '--profile-name', name,
-                    '--daemon')
+        setup = run(
+            str(bindir / 'aiida-nmcml'), 'setup', '--postgres', '--rabbitmq', '--profile-name', name, '--daemon'
+        )
         assert setup.returncode == 0, setup.stdout + setup.stderr
         show = run(str(bindir / 'verdi'), 'profile', 'show', name)
         assert 'core.psql_dos' in show.stdout and 'core.rabbitmq' in show.stdout

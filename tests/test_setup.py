@@ -1,14 +1,20 @@
 """``aiida-nmcml setup``: idempotent creation, ``--check`` on a fresh profile, and the offline pseudo family."""
 
+import os
+import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 from aiida import orm
 from click.testing import CliRunner
 
 from aiida_nmcml.cli import cmd_root
-from aiida_nmcml.setup import check_environment, ensure_environment
+from aiida_nmcml.setup import ensure_environment
 from aiida_nmcml.setup.pseudos import DEFAULT_FAMILY, MN_FILENAME, generate_mn, normalise_upf_date
+
+BIN = pathlib.Path(sys.executable).parent
 
 
 def test_setup_twice_creates_nothing_new(nmcml_codes):
@@ -30,14 +36,35 @@ def test_cli_setup_reports_nothing_to_create_and_check_passes(nmcml_codes):
     assert '✗' not in check.output
 
 
-def test_check_on_fresh_profile_fails_clearly(aiida_profile_tmp):
-    """A brand-new profile has no computer, codes or family: --check must list them and exit non-zero."""
-    rows = check_environment()
-    missing = {item for item, ok, _ in rows if not ok}
-    assert 'computer localhost' in missing and f'pseudo family {DEFAULT_FAMILY}' in missing
-    result = CliRunner().invoke(cmd_root, ['setup', '--check'])
-    assert result.exit_code == 1
-    assert re.search(r'✗ code nmcml-pw: missing: run `aiida-nmcml setup`', result.output)
+def _cli(tmp_path, *args):
+    """Run the installed CLI against a private AIIDA_PATH: switching profiles in-process would close the storage of
+    the session profile that the other tests share."""
+    env = {**os.environ, 'AIIDA_PATH': str(tmp_path)}
+    return subprocess.run([str(BIN / 'aiida-nmcml'), *args], env=env, capture_output=True, text=True, check=False)
+
+
+def test_check_without_any_profile_fails_clearly(tmp_path):
+    result = _cli(tmp_path, 'setup', '--check')
+    assert result.returncode == 1
+    assert 'profile: none configured' in result.stdout
+
+
+def test_check_on_fresh_profile_fails_clearly(tmp_path):
+    """A brand-new presto profile has a computer but no codes or family: --check lists them and exits 1."""
+    env = {**os.environ, 'AIIDA_PATH': str(tmp_path)}
+    made = subprocess.run(
+        [str(BIN / 'verdi'), 'presto', '--use-zeromq', '-p', 'fresh', '--non-interactive'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    result = _cli(tmp_path, 'setup', '--check')
+    assert result.returncode == 1
+    assert re.search(r'✗ code nmcml-pw: missing: run `aiida-nmcml setup`', result.stdout)
+    assert re.search(rf'✗ pseudo family {DEFAULT_FAMILY}: missing', result.stdout)
+    assert '✓ broker: core.zeromq' in result.stdout
 
 
 def test_offline_family_has_all_nmc_elements_and_cutoffs(nmcml_codes):

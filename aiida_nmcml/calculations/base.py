@@ -45,24 +45,53 @@ class EngineCalculation(CalcJob):
         )
         spec.inputs['metadata']['options']['resources'].default = {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
         spec.inputs['metadata']['options']['withmpi'].default = False
-        spec.inputs['metadata']['options']['parser_name'].default = f'nmcml.{cls._subcommand}' if cls._subcommand else ''
+        spec.inputs['metadata']['options']['parser_name'].default = (
+            f'nmcml.{cls._subcommand}' if cls._subcommand else ''
+        )
         spec.output('engine_status', valid_type=orm.Dict, required=False, help='Status written by the engine.')
 
         spec.exit_code(300, 'ERROR_NO_RETRIEVED_FOLDER', message='The retrieved folder could not be accessed.')
-        spec.exit_code(301, 'ERROR_MISSING_STATUS_FILE', message='The engine wrote no status file: it was killed '
-                       '(walltime, out of memory on the node?). Check the scheduler output and resubmit with more time.')
-        spec.exit_code(302, 'ERROR_MISSING_OUTPUT_FILES', message='The engine reported success but files are missing: '
-                       '{files}')
+        spec.exit_code(
+            301,
+            'ERROR_MISSING_STATUS_FILE',
+            message='The engine wrote no status file: it was killed '
+            '(walltime, out of memory on the node?). Check the scheduler output and resubmit with more time.',
+        )
+        spec.exit_code(
+            302, 'ERROR_MISSING_OUTPUT_FILES', message='The engine reported success but files are missing: {files}'
+        )
         spec.exit_code(310, 'ERROR_INVALID_INPUT', message='The engine rejected its input: {message}')
-        spec.exit_code(311, 'ERROR_MODEL_HASH_MISMATCH', message='A model file does not match its node\'s sha256: '
-                       '{message}')
+        spec.exit_code(
+            311, 'ERROR_MODEL_HASH_MISMATCH', message="A model file does not match its node's sha256: {message}"
+        )
         spec.exit_code(312, 'ERROR_MODEL_CORRUPT', message='A model file could not be loaded: {message}')
         spec.exit_code(313, 'ERROR_NAN_FORCES', message='The model returned non-finite forces: {message}')
-        spec.exit_code(314, 'ERROR_OUT_OF_MEMORY', message='Out of memory: {message}. Use a smaller cell, fewer '
-                       'replicas, or a device with more memory.')
-        spec.exit_code(315, 'ERROR_DEVICE_UNAVAILABLE', message='{message}. Request a GPU node (see docs: GPU jobs) '
-                       'or set device=cpu.')
+        spec.exit_code(
+            314,
+            'ERROR_OUT_OF_MEMORY',
+            message='Out of memory: {message}. Use a smaller cell, fewer replicas, or a device with more memory.',
+        )
+        spec.exit_code(
+            315,
+            'ERROR_DEVICE_UNAVAILABLE',
+            message='{message}. Request a GPU node (see docs: GPU jobs) or set device=cpu.',
+        )
         spec.exit_code(399, 'ERROR_ENGINE_INTERNAL', message='The engine crashed: {message}')
+
+    @classmethod
+    def builder_from_protocol_inputs(cls, code, inputs: dict, models=None):
+        """A builder carrying what every engine protocol has: code, models, ``parameters``, ``device``, options.
+
+        ``models`` is a dict of MaceModel nodes or a list (keyed ``m0``, ``m1`` ...; member 0 drives MD).
+        """
+        builder = cls.get_builder()
+        builder.code = code
+        if models:
+            builder.models = models if isinstance(models, dict) else {f'm{i}': m for i, m in enumerate(models)}
+        builder.parameters = orm.Dict(inputs['parameters'])
+        builder.device = orm.Str(inputs['device'])
+        builder.metadata.options.update(inputs.get('metadata', {}).get('options', {}))
+        return builder
 
     def model_entries(self) -> list[dict]:
         """Model file names in the sandbox with their hashes, in a stable (sorted key) order."""

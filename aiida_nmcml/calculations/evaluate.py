@@ -27,8 +27,12 @@ class EvaluateCalculation(EngineCalculation):
         spec.inputs.validator = cls.validate_inputs
         spec.output('predictions', valid_type=orm.ArrayData, help='Per-frame and per-atom committee predictions.')
         spec.output('metrics', valid_type=orm.Dict, help='Parity (RMSE/MAE) of the committee mean and each member.')
-        spec.output('calibration', valid_type=orm.Dict, required=False,
-                    help='error ≈ slope · max force deviation (through the origin); committees of ≥ 2 only.')
+        spec.output(
+            'calibration',
+            valid_type=orm.Dict,
+            required=False,
+            help='error ≈ slope · max force deviation (through the origin); committees of ≥ 2 only.',
+        )
         spec.default_output_node = 'metrics'
 
     @staticmethod

@@ -24,8 +24,11 @@ def build_lattice_atoms(spec: dict):
 
     nmc = NmcLattice.from_supercell(spec.get('supercell', (1, 1, 1)))
     occupancy = nmc.default_occupancy(
-        x_li=spec.get('x_li', 1.0), composition=spec.get('composition'), seed=spec.get('seed', 0),
-        tm_order=spec.get('tm_order'), antisite_fraction=spec.get('antisite_fraction', 0.0),
+        x_li=spec.get('x_li', 1.0),
+        composition=spec.get('composition'),
+        seed=spec.get('seed', 0),
+        tm_order=spec.get('tm_order'),
+        antisite_fraction=spec.get('antisite_fraction', 0.0),
     )
     lattice = Lattice(nmc.cell.copy(), nmc.positions.copy(), nmc.sublattice.astype('<U2'), occupancy)
     return lattice.lattice_atoms(occupancy)
@@ -62,13 +65,25 @@ class GaCalculation(ProtocolMixin, EngineCalculation):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input('lattice', valid_type=orm.Dict,
-                   help='Search space: supercell, x_li, composition, antisite_fraction, seed (of the start).')
+        spec.input(
+            'lattice',
+            valid_type=orm.Dict,
+            help='Search space: supercell, x_li, composition, antisite_fraction, seed (of the start).',
+        )
         spec.inputs.validator = validate_inputs
-        spec.output_namespace('candidates', valid_type=orm.StructureData, dynamic=True, required=False,
-                              help='Top-K distinct orderings, rank_0 lowest in energy, DFT-ready initial moments.')
-        spec.output('output_parameters', valid_type=orm.Dict, required=False,
-                    help='Energies of the top-K, evaluation counts, convergence flag and history.')
+        spec.output_namespace(
+            'candidates',
+            valid_type=orm.StructureData,
+            dynamic=True,
+            required=False,
+            help='Top-K distinct orderings, rank_0 lowest in energy, DFT-ready initial moments.',
+        )
+        spec.output(
+            'output_parameters',
+            valid_type=orm.Dict,
+            required=False,
+            help='Energies of the top-K, evaluation counts, convergence flag and history.',
+        )
         spec.output('history', valid_type=orm.ArrayData, required=False, help='Best/mean energy per generation.')
         spec.exit_code(330, 'ERROR_GA_NOT_CONVERGED', message='{message}')
 
@@ -76,14 +91,8 @@ class GaCalculation(ProtocolMixin, EngineCalculation):
     def get_builder_from_protocol(cls, code, lattice, models=None, protocol=None, overrides=None):
         """Builder with the protocol's engine parameters; ``models`` is a dict or list of MaceModel nodes."""
         inputs = cls.get_protocol_inputs(protocol, overrides)
-        builder = cls.get_builder()
-        builder.code = code
+        builder = cls.builder_from_protocol_inputs(code, inputs, models)
         builder.lattice = lattice if isinstance(lattice, orm.Dict) else orm.Dict(lattice)
-        if models:
-            builder.models = models if isinstance(models, dict) else {f'm{i}': m for i, m in enumerate(models)}
-        builder.parameters = orm.Dict(inputs['parameters'])
-        builder.device = orm.Str(inputs['device'])
-        builder.metadata.options.update(inputs.get('metadata', {}).get('options', {}))
         return builder
 
     def write_inputs(self, folder, config: dict) -> dict:

@@ -33,28 +33,56 @@ def validate_inputs(inputs, _):
 class MdCalculation(ProtocolMixin, EngineCalculation):
     _protocol_filename = 'md.yaml'
     _subcommand = 'md'
-    _retrieve = (md_io.TRAJECTORY, md_io.CANDIDATES, md_io.THERMO, md_io.UNCERTAINTY, md_io.CHECKPOINT,
-                 md_io.STOP_FRAME, md_io.SUMMARY)
+    _retrieve = (
+        md_io.TRAJECTORY,
+        md_io.CANDIDATES,
+        md_io.THERMO,
+        md_io.UNCERTAINTY,
+        md_io.CHECKPOINT,
+        md_io.STOP_FRAME,
+        md_io.SUMMARY,
+    )
 
     @classmethod
     def define(cls, spec):
         super().define(spec)
         spec.input('structure', valid_type=orm.StructureData, help='Starting structure.')
-        spec.input('parent_folder', valid_type=orm.RemoteData, required=False,
-                   help='Work directory of an earlier (killed or finished) run to continue.')
-        spec.input('checkpoint', valid_type=orm.SinglefileData, required=False,
-                   help='`checkpoint` output of an earlier run to continue from.')
+        spec.input(
+            'parent_folder',
+            valid_type=orm.RemoteData,
+            required=False,
+            help='Work directory of an earlier (killed or finished) run to continue.',
+        )
+        spec.input(
+            'checkpoint',
+            valid_type=orm.SinglefileData,
+            required=False,
+            help='`checkpoint` output of an earlier run to continue from.',
+        )
         spec.inputs.validator = validate_inputs
-        spec.output('trajectory', valid_type=orm.SinglefileData, required=False,
-                    help='extxyz: wrapped positions, `unwrapped` array, info step/time_fs/energy/temperature.')
-        spec.output('uncertainty', valid_type=orm.ArrayData, required=False,
-                    help='Committee deviation time series (one array per column of uncertainty.dat).')
+        spec.output(
+            'trajectory',
+            valid_type=orm.SinglefileData,
+            required=False,
+            help='extxyz: wrapped positions, `unwrapped` array, info step/time_fs/energy/temperature.',
+        )
+        spec.output(
+            'uncertainty',
+            valid_type=orm.ArrayData,
+            required=False,
+            help='Committee deviation time series (one array per column of uncertainty.dat).',
+        )
         spec.output('thermo', valid_type=orm.ArrayData, required=False, help='Thermodynamic log.')
-        spec.output('candidates', valid_type=orm.Data, required=False,
-                    help='TrainingSet of unlabelled frames with deviation between the trust levels.')
+        spec.output(
+            'candidates',
+            valid_type=orm.Data,
+            required=False,
+            help='TrainingSet of unlabelled frames with deviation between the trust levels.',
+        )
         spec.output('checkpoint', valid_type=orm.SinglefileData, required=False, help='Restart file.')
-        spec.output('stop_structure', valid_type=orm.StructureData, required=False,
-                    help='The frame at which a stop rule fired.')
+        spec.output(
+            'stop_structure', valid_type=orm.StructureData, required=False, help='The frame at which a stop rule fired.'
+        )
         spec.output('output_parameters', valid_type=orm.Dict, required=False, help='Run summary.')
         spec.exit_code(320, 'ERROR_UNCERTAINTY_EXCEEDED', message='Stopped: {message}')
         spec.exit_code(321, 'ERROR_ATOMS_TOO_CLOSE', message='Stopped: {message}')
@@ -64,14 +92,8 @@ class MdCalculation(ProtocolMixin, EngineCalculation):
     def get_builder_from_protocol(cls, code, structure, models=None, protocol=None, overrides=None):
         """Builder with the protocol's engine parameters; ``models`` is a dict or list of MaceModel nodes."""
         inputs = cls.get_protocol_inputs(protocol, overrides)
-        builder = cls.get_builder()
-        builder.code = code
+        builder = cls.builder_from_protocol_inputs(code, inputs, models)
         builder.structure = structure
-        if models:
-            builder.models = models if isinstance(models, dict) else {f'm{i}': m for i, m in enumerate(models)}
-        builder.parameters = orm.Dict(inputs['parameters'])
-        builder.device = orm.Str(inputs['device'])
-        builder.metadata.options.update(inputs.get('metadata', {}).get('options', {}))
         return builder
 
     def write_inputs(self, folder, config: dict) -> dict:

@@ -38,11 +38,31 @@ HASH_CHECK_FILENAME = 'hash_check.err'
 DATA_KEYS = {'energy_key': 'REF_energy', 'forces_key': 'REF_forces', 'stress_key': 'REF_stress'}
 
 # Set from input nodes or by the plugin itself; a user value would silently disagree with the provenance.
-RESERVED_KEYS = frozenset({
-    'name', 'seed', 'device', 'config', 'train_file', 'valid_file', 'test_file', 'test_dir', 'foundation_model',
-    'pt_train_file', 'pt_valid_file', 'multiheads_finetuning', 'work_dir', 'log_dir', 'model_dir',
-    'checkpoints_dir', 'results_dir', 'downloads_dir', 'wandb', 'distributed', *DATA_KEYS,
-})
+RESERVED_KEYS = frozenset(
+    {
+        'name',
+        'seed',
+        'device',
+        'config',
+        'train_file',
+        'valid_file',
+        'test_file',
+        'test_dir',
+        'foundation_model',
+        'pt_train_file',
+        'pt_valid_file',
+        'multiheads_finetuning',
+        'work_dir',
+        'log_dir',
+        'model_dir',
+        'checkpoints_dir',
+        'results_dir',
+        'downloads_dir',
+        'wandb',
+        'distributed',
+        *DATA_KEYS,
+    }
+)
 
 # Defaults every mode shares; hyperparameters (model size, epochs, lr) come from the protocol / user parameters.
 DEFAULT_PARAMETERS = {
@@ -118,43 +138,90 @@ class MaceTrainCalculation(CalcJob):
     def define(cls, spec):
         super().define(spec)
         spec.input('training_set', valid_type=TrainingSet, help='Frames to train on (REF_* labels).')
-        spec.input('validation_set', valid_type=TrainingSet, required=False,
-                   help='Validation frames; without it mace_run_train holds out `valid_fraction` of training_set.')
-        spec.input('foundation_model', valid_type=MaceModel, required=False,
-                   help='Model to fine-tune from; absent: train from scratch.')
-        spec.input('replay_set', valid_type=TrainingSet, required=False,
-                   help='Replay (pre-training) frames: switches on multihead fine-tuning.')
-        spec.input('parameters', valid_type=orm.Dict, required=False,
-                   help='mace_run_train options (hyperparameters) merged over the plugin defaults.')
+        spec.input(
+            'validation_set',
+            valid_type=TrainingSet,
+            required=False,
+            help='Validation frames; without it mace_run_train holds out `valid_fraction` of training_set.',
+        )
+        spec.input(
+            'foundation_model',
+            valid_type=MaceModel,
+            required=False,
+            help='Model to fine-tune from; absent: train from scratch.',
+        )
+        spec.input(
+            'replay_set',
+            valid_type=TrainingSet,
+            required=False,
+            help='Replay (pre-training) frames: switches on multihead fine-tuning.',
+        )
+        spec.input(
+            'parameters',
+            valid_type=orm.Dict,
+            required=False,
+            help='mace_run_train options (hyperparameters) merged over the plugin defaults.',
+        )
         spec.input('seed', valid_type=orm.Int, default=lambda: orm.Int(1), help='Random seed of the training.')
-        spec.input('device', valid_type=orm.Str, default=lambda: orm.Str('cpu'),
-                   help='cpu or cuda; for cuda also request a GPU from the scheduler (docs: GPU jobs).')
+        spec.input(
+            'device',
+            valid_type=orm.Str,
+            default=lambda: orm.Str('cpu'),
+            help='cpu or cuda; for cuda also request a GPU from the scheduler (docs: GPU jobs).',
+        )
         spec.inputs.validator = validate_inputs
         spec.inputs['metadata']['options']['resources'].default = {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
         spec.inputs['metadata']['options']['withmpi'].default = False
         spec.inputs['metadata']['options']['parser_name'].default = 'nmcml.mace.train'
 
         spec.output('model', valid_type=MaceModel, help='The trained model (the .model file, a pickle).')
-        spec.output('compiled_model', valid_type=orm.SinglefileData, required=False,
-                    help='TorchScript export; fast for inference, cannot be a foundation model.')
-        spec.output('metrics', valid_type=orm.Dict,
-                    help='Final RMSE (train, valid) and MAE (valid) of energy per atom, forces, stress, in eV units.')
-        spec.output('learning_curve', valid_type=orm.ArrayData, required=False,
-                    help='Per-epoch validation loss and errors.')
+        spec.output(
+            'compiled_model',
+            valid_type=orm.SinglefileData,
+            required=False,
+            help='TorchScript export; fast for inference, cannot be a foundation model.',
+        )
+        spec.output(
+            'metrics',
+            valid_type=orm.Dict,
+            help='Final RMSE (train, valid) and MAE (valid) of energy per atom, forces, stress, in eV units.',
+        )
+        spec.output(
+            'learning_curve', valid_type=orm.ArrayData, required=False, help='Per-epoch validation loss and errors.'
+        )
         spec.default_output_node = 'metrics'
 
         spec.exit_code(300, 'ERROR_NO_RETRIEVED_FILES', message='The retrieved folder lacks {files}.')
-        spec.exit_code(310, 'ERROR_NAN_LOSS', message='The loss became NaN at epoch {epoch}: lower the learning rate '
-                       '(lr), check the data for outliers, or use float64.')
-        spec.exit_code(311, 'ERROR_OUT_OF_MEMORY', message='Out of memory: lower batch_size / valid_batch_size or '
-                       'use a device with more memory. {detail}')
-        spec.exit_code(312, 'ERROR_FOUNDATION_MISSING_ELEMENTS', message='The foundation model lacks elements '
-                       '{missing} of the data: choose a foundation model that covers them.')
+        spec.exit_code(
+            310,
+            'ERROR_NAN_LOSS',
+            message='The loss became NaN at epoch {epoch}: lower the learning rate '
+            '(lr), check the data for outliers, or use float64.',
+        )
+        spec.exit_code(
+            311,
+            'ERROR_OUT_OF_MEMORY',
+            message='Out of memory: lower batch_size / valid_batch_size or use a device with more memory. {detail}',
+        )
+        spec.exit_code(
+            312,
+            'ERROR_FOUNDATION_MISSING_ELEMENTS',
+            message='The foundation model lacks elements '
+            '{missing} of the data: choose a foundation model that covers them.',
+        )
         spec.exit_code(313, 'ERROR_EMPTY_DATASET', message='mace_run_train found no data: {detail}')
-        spec.exit_code(314, 'ERROR_DEVICE_UNAVAILABLE', message='device=cuda but the job saw no GPU: request one '
-                       '(custom_scheduler_commands, docs: GPU jobs) or use device=cpu. {detail}')
-        spec.exit_code(315, 'ERROR_MODEL_HASH_MISMATCH', message='The foundation model file on the computer does not '
-                       'match its node sha256; it was not loaded. {detail}')
+        spec.exit_code(
+            314,
+            'ERROR_DEVICE_UNAVAILABLE',
+            message='device=cuda but the job saw no GPU: request one '
+            '(custom_scheduler_commands, docs: GPU jobs) or use device=cpu. {detail}',
+        )
+        spec.exit_code(
+            315,
+            'ERROR_MODEL_HASH_MISMATCH',
+            message='The foundation model file on the computer does not '
+            'match its node sha256; it was not loaded. {detail}',
+        )
         spec.exit_code(350, 'ERROR_TRAINING_FAILED', message='mace_run_train produced no model: {detail}')
 
     def build_config(self) -> dict:
@@ -167,12 +234,14 @@ class MaceTrainCalculation(CalcJob):
             config['E0s'] = 'average'
         config.update(parameters)
         config.update(DATA_KEYS)
-        config.update({
-            'name': MODEL_NAME,
-            'seed': int(self.inputs.seed.value),
-            'device': self.inputs.device.value,
-            'train_file': TRAIN_FILENAME,
-        })
+        config.update(
+            {
+                'name': MODEL_NAME,
+                'seed': int(self.inputs.seed.value),
+                'device': self.inputs.device.value,
+                'train_file': TRAIN_FILENAME,
+            }
+        )
         if 'validation_set' in self.inputs:
             config['valid_file'] = VALID_FILENAME
             config.pop('valid_fraction', None)
@@ -227,4 +296,3 @@ class MaceTrainCalculation(CalcJob):
             f'logs/{MODEL_NAME}_run-{seed}.log',
         ]
         return calcinfo
-

@@ -19,6 +19,8 @@ import shutil
 from aiida import orm
 from aiida.common.exceptions import ValidationError
 
+from aiida_nmcml.engine.common import sha256sum
+
 # User-facing names of foundation models -> mace-torch's keys in ``mace.calculators.foundations_models.mace_mp_urls``.
 FOUNDATION_MODELS: dict[str, str] = {
     'mace-mp-0-small': 'small',
@@ -45,12 +47,9 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_file(path: str | os.PathLike) -> str:
+    """The same digest the engine checks on the compute node (one implementation, so they cannot drift)."""
+    return sha256sum(path)
 
 
 def read_model_metadata(data: bytes) -> dict:

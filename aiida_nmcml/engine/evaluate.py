@@ -86,12 +86,16 @@ def predict(calc, frames, n_models: int) -> dict:
 def reference_arrays(frames) -> dict:
     ref_energy = np.array([float(a.info.get('REF_energy', np.nan)) for a in frames])
     ref_forces = np.concatenate(
-        [np.asarray(a.arrays['REF_forces'], float) if 'REF_forces' in a.arrays else np.full((len(a), 3), np.nan)
-         for a in frames]
+        [
+            np.asarray(a.arrays['REF_forces'], float) if 'REF_forces' in a.arrays else np.full((len(a), 3), np.nan)
+            for a in frames
+        ]
     )
     ref_stress = np.array(
-        [np.asarray(a.info['REF_stress'], float).reshape(-1)[:6] if 'REF_stress' in a.info else np.full(6, np.nan)
-         for a in frames]
+        [
+            np.asarray(a.info['REF_stress'], float).reshape(-1)[:6] if 'REF_stress' in a.info else np.full(6, np.nan)
+            for a in frames
+        ]
     )
     return {'ref_energy': ref_energy, 'ref_forces': ref_forces, 'ref_stress': ref_stress}
 
@@ -113,22 +117,27 @@ def compute_metrics(arrays: dict, n_models: int) -> dict:
         'members': [],
     }
     for m in range(n_models):
-        metrics['members'].append({
-            'energy_per_atom': parity(
-                arrays['energy_committee'][m][energy_ok] / natoms[energy_ok],
-                arrays['ref_energy'][energy_ok] / natoms[energy_ok],
-            ),
-            'forces': parity(arrays['forces_committee'][m][forces_ok], arrays['ref_forces'][forces_ok]),
-        })
+        metrics['members'].append(
+            {
+                'energy_per_atom': parity(
+                    arrays['energy_committee'][m][energy_ok] / natoms[energy_ok],
+                    arrays['ref_energy'][energy_ok] / natoms[energy_ok],
+                ),
+                'forces': parity(arrays['forces_committee'][m][forces_ok], arrays['ref_forces'][forces_ok]),
+            }
+        )
     deviation = arrays['max_force_deviation']
     metrics['max_force_deviation'] = {
-        'mean': float(np.mean(deviation)), 'max': float(np.max(deviation)), 'median': float(np.median(deviation)),
+        'mean': float(np.mean(deviation)),
+        'max': float(np.max(deviation)),
+        'median': float(np.median(deviation)),
     }
     error = arrays['max_force_error']
     labelled = np.isfinite(error)
     metrics['calibration'] = (
-        fit_through_origin(deviation[labelled], error[labelled]) if n_models > 1 else {'slope': None, 'r2': None,
-                                                                                       'n': 0}
+        fit_through_origin(deviation[labelled], error[labelled])
+        if n_models > 1
+        else {'slope': None, 'r2': None, 'n': 0}
     )
     metrics['calibration']['definition'] = 'max_i |<F_i> - F_i^DFT| = slope * max_i d_i (fit through the origin)'
     return metrics
@@ -146,10 +155,13 @@ def run(config: dict) -> None:
     arrays['forces'] = arrays['forces_committee'].mean(axis=0)
     arrays.update(reference_arrays(frames))
     bounds = np.cumsum([0, *arrays['natoms']])
-    arrays['max_force_error'] = np.array([
-        max_force_error(arrays['forces'][lo:hi], arrays['ref_forces'][lo:hi])
-        if np.all(np.isfinite(arrays['ref_forces'][lo:hi])) else np.nan
-        for lo, hi in itertools.pairwise(bounds)
-    ])
+    arrays['max_force_error'] = np.array(
+        [
+            max_force_error(arrays['forces'][lo:hi], arrays['ref_forces'][lo:hi])
+            if np.all(np.isfinite(arrays['ref_forces'][lo:hi]))
+            else np.nan
+            for lo, hi in itertools.pairwise(bounds)
+        ]
+    )
     np.savez(ARRAYS_FILENAME, **{key: arrays[key] for key in ARRAY_KEYS})
     write_json(METRICS_FILENAME, compute_metrics(arrays, n_models))

@@ -158,8 +158,12 @@ class GeneticSearch:
 
     def _record(self, generation: int, pop: list[Individual]) -> dict:
         energies = np.array([ind.energy for ind in pop])
-        return {'generation': generation, 'best_energy': float(energies.min()), 'mean_energy': float(energies.mean()),
-                'evaluations': self.n_evaluations}
+        return {
+            'generation': generation,
+            'best_energy': float(energies.min()),
+            'mean_energy': float(energies.mean()),
+            'evaluations': self.n_evaluations,
+        }
 
 
 def write_outputs(lattice: Lattice, result: SearchResult, params: dict, wall_s: float) -> dict:
@@ -170,15 +174,17 @@ def write_outputs(lattice: Lattice, result: SearchResult, params: dict, wall_s: 
     for rank, ind in enumerate(top):
         atoms = result.structures.get(ind.key)
         atoms = atoms.copy() if atoms is not None else lattice.to_atoms(ind.occupancy)
-        atoms.info.update({'rank': rank, 'ga_energy': ind.energy, 'canonical_key': ind.key,
-                           'config_type': 'ga_candidate'})
+        atoms.info.update(
+            {'rank': rank, 'ga_energy': ind.energy, 'canonical_key': ind.key, 'config_type': 'ga_candidate'}
+        )
         frames.append(atoms)
     write(TOP_CANDIDATES, frames, format='extxyz')
     with open(HISTORY, 'w') as handle:
         handle.write('# generation best_energy mean_energy evaluations\n')
         for row in result.history:
-            handle.write(f"{row['generation']} {row['best_energy']:.10g} {row['mean_energy']:.10g} "
-                         f"{row['evaluations']}\n")
+            handle.write(
+                f'{row["generation"]} {row["best_energy"]:.10g} {row["mean_energy"]:.10g} {row["evaluations"]}\n'
+            )
     summary = {
         'fitness': params['fitness'],
         'converged': result.converged,
@@ -190,8 +196,16 @@ def write_outputs(lattice: Lattice, result: SearchResult, params: dict, wall_s: 
         'composition': lattice.composition(lattice.start),
         'symmetry_operations': len(lattice.permutations),
         'wall_s': wall_s,
-        'top': [{'rank': r, 'energy': ind.energy, 'energy_per_atom': ind.energy / len(frames[r]),
-                 'canonical_key': ind.key, 'occupancy': ind.occupancy.tolist()} for r, ind in enumerate(top)],
+        'top': [
+            {
+                'rank': r,
+                'energy': ind.energy,
+                'energy_per_atom': ind.energy / len(frames[r]),
+                'canonical_key': ind.key,
+                'occupancy': ind.occupancy.tolist(),
+            }
+            for r, ind in enumerate(top)
+        ],
         'history': result.history,
     }
     write_json(RESULTS, summary)
@@ -202,13 +216,19 @@ def run(config: dict) -> dict:
     params = {**DEFAULTS, **config}
     lattice = Lattice.read(params['lattice'])
     if not lattice.groups:
-        raise EngineError('invalid_input', 'the lattice has a single ordering (no sublattice mixes two species): '
-                          'set x_li < 1 or a mixed TM composition')
+        raise EngineError(
+            'invalid_input',
+            'the lattice has a single ordering (no sublattice mixes two species): '
+            'set x_li < 1 or a mixed TM composition',
+        )
     fitness = make_fitness(params, lattice)
     started = time.perf_counter()
     result = GeneticSearch(lattice, fitness, params).run()
     summary = write_outputs(lattice, result, params, time.perf_counter() - started)
     if params['require_convergence'] and not result.converged:
-        raise EngineError('ga_not_converged', f'best energy still improving after {summary["generations_run"]} '
-                          'generations: raise generations or patience; the top candidates so far are in the outputs')
+        raise EngineError(
+            'ga_not_converged',
+            f'best energy still improving after {summary["generations_run"]} '
+            'generations: raise generations or patience; the top candidates so far are in the outputs',
+        )
     return summary

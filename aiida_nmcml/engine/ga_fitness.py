@@ -76,8 +76,9 @@ class MaceFitness:
 
     name = 'mace'
 
-    def __init__(self, models: list, device: str = 'auto', dtype: str = 'float64', relax_steps: int = 0,
-                 fmax: float = 0.05):
+    def __init__(
+        self, models: list, device: str = 'auto', dtype: str = 'float64', relax_steps: int = 0, fmax: float = 0.05
+    ):
         from .common import make_calculator
 
         self.calc = make_calculator(models[:1], device=device, dtype=dtype)
@@ -103,7 +104,11 @@ def make_fitness(config: dict, lattice):
         return PairFitness(lattice, **(config.get('pair') or {}))
     if kind == 'mace':
         relax = config.get('relax') or {}
-        return MaceFitness(config.get('models') or [], device=config.get('device', 'auto'),
-                           dtype=config.get('dtype', 'float64'), relax_steps=relax.get('steps', 0),
-                           fmax=relax.get('fmax', 0.05))
+        return MaceFitness(
+            config.get('models') or [],
+            device=config.get('device', 'auto'),
+            dtype=config.get('dtype', 'float64'),
+            relax_steps=relax.get('steps', 0),
+            fmax=relax.get('fmax', 0.05),
+        )
     raise EngineError('invalid_input', f"fitness {kind!r} unknown: use 'mace' (or 'pair', a test double)")

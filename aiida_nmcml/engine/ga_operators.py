@@ -25,8 +25,9 @@ def swap_mutation(occupancy: np.ndarray, groups: dict[str, np.ndarray], rng, n_s
     return child
 
 
-def cut_splice_crossover(a: np.ndarray, b: np.ndarray, groups: dict[str, np.ndarray], positions: np.ndarray,
-                         rng) -> np.ndarray:
+def cut_splice_crossover(
+    a: np.ndarray, b: np.ndarray, groups: dict[str, np.ndarray], positions: np.ndarray, rng
+) -> np.ndarray:
     """Sites on one side of a random plane come from parent ``a``, the rest from ``b``; then a repair step.
 
     Spatial blocks carry local orderings (a Li-vacancy stripe, a Mn-Co pair) from parent to child, which uniform

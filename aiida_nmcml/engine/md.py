@@ -44,6 +44,8 @@ DEFAULTS = {
     'restart_from': md_io.CHECKPOINT,
     'init_velocities': True,
     'dtype': 'float64',
+    # The spread only flags frames for DFT: single precision is ample and about halves the monitoring cost.
+    'committee_dtype': 'float32',
     'device': 'auto',
     'uncertainty': {'stride': 10, 'trust_lower': 0.05, 'trust_upper': None, 'max_candidates': None},
     'stop': {},
@@ -91,8 +93,12 @@ def make_dynamics(atoms, cfg: dict, rng):
         from ase.md.langevin import Langevin
 
         return Langevin(
-            atoms, timestep=dt, temperature_K=temperature, friction=float(cfg['friction_per_fs']) / units.fs,
-            fixcm=False, rng=rng,
+            atoms,
+            timestep=dt,
+            temperature_K=temperature,
+            friction=float(cfg['friction_per_fs']) / units.fs,
+            fixcm=False,
+            rng=rng,
         )
     tdamp = float(cfg['tdamp_fs'] or 100 * float(cfg['timestep_fs'])) * units.fs
     if ensemble == 'nvt_nose_hoover':
@@ -103,8 +109,12 @@ def make_dynamics(atoms, cfg: dict, rng):
 
     pdamp = float(cfg['pdamp_fs'] or 1000 * float(cfg['timestep_fs'])) * units.fs
     return IsotropicMTKNPT(
-        atoms, timestep=dt, temperature_K=temperature, pressure_au=float(cfg['pressure_gpa']) * units.GPa,
-        tdamp=tdamp, pdamp=pdamp,
+        atoms,
+        timestep=dt,
+        temperature_K=temperature,
+        pressure_au=float(cfg['pressure_gpa']) * units.GPa,
+        tdamp=tdamp,
+        pdamp=pdamp,
     )
 
 
@@ -164,7 +174,10 @@ class MdRun:
     def __init__(self, config: dict):
         self.cfg = merged_config(config)
         self.rng = np.random.default_rng(int(self.cfg['seed']))
-        self.committee = Committee(self.cfg['models'], device=self.cfg['device'], dtype=self.cfg['dtype'])
+        self.committee = Committee(
+            self.cfg['models'], device=self.cfg['device'], dtype=self.cfg['dtype'],
+            committee_dtype=self.cfg['committee_dtype'] or self.cfg['dtype'],
+        )  # fmt: skip
         self.atoms, self.start_step, state = prepare_atoms(self.cfg, self.rng)
         self.atoms.calc = self.committee.driver
         self.dyn = make_dynamics(self.atoms, self.cfg, self.rng)
@@ -268,17 +281,28 @@ class MdRun:
             stop = self.rules.check_distances(self.atoms, step)
             deviation = self.committee.deviation(self.atoms)
             if deviation is not None and not skip_write:
-                unc_log.write(step, step * float(cfg['timestep_fs']), deviation.max_force_dev,
-                              deviation.mean_force_dev, deviation.energy_std_per_atom)
+                unc_log.write(
+                    step,
+                    step * float(cfg['timestep_fs']),
+                    deviation.max_force_dev,
+                    deviation.mean_force_dev,
+                    deviation.energy_std_per_atom,
+                )
                 if self.trust_lower <= deviation.max_force_dev <= self.trust_upper and (
                     self.max_candidates is None or cands.count < int(self.max_candidates)
                 ):
-                    cands.write(md_io.frame_atoms(
-                        self.atoms,
-                        {'step': step, 'max_force_dev': deviation.max_force_dev,
-                         'mlip_energy': self.atoms.get_potential_energy(), 'config_type': 'md_candidate'},
-                        {'mlip_forces': forces},
-                    ))
+                    cands.write(
+                        md_io.frame_atoms(
+                            self.atoms,
+                            {
+                                'step': step,
+                                'max_force_dev': deviation.max_force_dev,
+                                'mlip_energy': self.atoms.get_potential_energy(),
+                                'config_type': 'md_candidate',
+                            },
+                            {'mlip_forces': forces},
+                        )
+                    )
             if stop is None and deviation is not None:
                 stop = self.rules.check_deviation(deviation.max_force_dev, step)
         if skip_write:
@@ -286,8 +310,12 @@ class MdRun:
         if step % int(cfg['trajectory_stride']) == 0 or stop is not None:
             thermo = self._thermo(step)
             thermo_log.write(*(thermo[c] for c in md_io.THERMO_COLUMNS))
-            info = {'step': step, 'time_fs': thermo['time_fs'], 'energy': thermo['epot'],
-                    'temperature': thermo['temperature']}
+            info = {
+                'step': step,
+                'time_fs': thermo['time_fs'],
+                'energy': thermo['epot'],
+                'temperature': thermo['temperature'],
+            }
             if deviation is not None:
                 info['max_force_dev'] = deviation.max_force_dev
             if stop is None:  # the offending frame goes to stop_frame.extxyz, not into the trajectory

@@ -41,10 +41,11 @@ def force_deviation(forces: np.ndarray, energies: np.ndarray, natoms: int) -> De
 class Committee:
     """``driver`` is an ASE calculator for member 0; :meth:`deviation` evaluates the others on demand."""
 
-    def __init__(self, models: list, device: str = 'auto', dtype: str = 'float64'):
+    def __init__(self, models: list, device: str = 'auto', dtype: str = 'float64', committee_dtype: str | None = None):
         self.size = len(models)
         self.driver = make_calculator(models[:1], device=device, dtype=dtype)
-        self._rest = make_calculator(models[1:], device=device, dtype=dtype) if len(models) > 1 else None
+        rest_dtype = committee_dtype or dtype
+        self._rest = make_calculator(models[1:], device=device, dtype=rest_dtype) if len(models) > 1 else None
 
     def deviation(self, atoms) -> Deviation | None:
         """Spread of the committee at the current positions; ``None`` for a single model (nothing to compare)."""

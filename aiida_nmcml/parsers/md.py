@@ -55,11 +55,13 @@ class MdParser(EngineParser):
         if self.has_file(md_io.UNCERTAINTY):
             self.out('uncertainty', table_to_arraydata(self._text(md_io.UNCERTAINTY)))
         if self.has_file(md_io.TRAJECTORY):
-            self.out('trajectory', orm.SinglefileData(io.BytesIO(self._bytes(md_io.TRAJECTORY)),
-                                                      filename=md_io.TRAJECTORY))
+            self.out(
+                'trajectory', orm.SinglefileData(io.BytesIO(self._bytes(md_io.TRAJECTORY)), filename=md_io.TRAJECTORY)
+            )
         if self.has_file(md_io.CHECKPOINT):
-            self.out('checkpoint', orm.SinglefileData(io.BytesIO(self._bytes(md_io.CHECKPOINT)),
-                                                      filename=md_io.CHECKPOINT))
+            self.out(
+                'checkpoint', orm.SinglefileData(io.BytesIO(self._bytes(md_io.CHECKPOINT)), filename=md_io.CHECKPOINT)
+            )
         if self.has_file(md_io.CANDIDATES):
             from ..data.trainingset import TrainingSet
 

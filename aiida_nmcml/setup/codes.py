@@ -29,14 +29,38 @@ def _venv_script(name: str) -> str:
 def code_specs() -> list[CodeSpec]:
     mpi = None  # the calcjob's metadata.options.withmpi decides; builders set it from mpi_available()
     return [
-        CodeSpec('pw', 'nmcml-pw', shutil.which('pw.x') or '/usr/bin/pw.x', 'quantumespresso.pw', mpi,
-                 'Quantum ESPRESSO pw.x'),
-        CodeSpec('neb', 'nmcml-neb', shutil.which('neb.x') or '/usr/bin/neb.x', 'quantumespresso.neb', mpi,
-                 'Quantum ESPRESSO neb.x'),
-        CodeSpec('mace_train', 'nmcml-mace-train', _venv_script('mace_run_train'), 'nmcml.mace.train', False,
-                 'mace-torch trainer (mace_run_train)'),
-        CodeSpec('engine', 'nmcml-engine', _venv_script('aiida-nmcml-engine'), 'nmcml.md', False,
-                 'aiida-nmcml engine: MD, GA, NEB, committee evaluation'),
+        CodeSpec(
+            'pw',
+            'nmcml-pw',
+            shutil.which('pw.x') or '/usr/bin/pw.x',
+            'quantumespresso.pw',
+            mpi,
+            'Quantum ESPRESSO pw.x',
+        ),
+        CodeSpec(
+            'neb',
+            'nmcml-neb',
+            shutil.which('neb.x') or '/usr/bin/neb.x',
+            'quantumespresso.neb',
+            mpi,
+            'Quantum ESPRESSO neb.x',
+        ),
+        CodeSpec(
+            'mace_train',
+            'nmcml-mace-train',
+            _venv_script('mace_run_train'),
+            'nmcml.mace.train',
+            False,
+            'mace-torch trainer (mace_run_train)',
+        ),
+        CodeSpec(
+            'engine',
+            'nmcml-engine',
+            _venv_script('aiida-nmcml-engine'),
+            'nmcml.md',
+            False,
+            'aiida-nmcml engine: MD, GA, NEB, committee evaluation',
+        ),
     ]
 
 

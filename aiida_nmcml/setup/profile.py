@@ -46,12 +46,38 @@ def create_profile(name: str, postgres: bool = False, rabbitmq: bool = False, ec
     if postgres:
         db = ensure_postgres_database(name, echo=echo)
         repository = pathlib.Path(_config_dir()) / 'repository' / name
-        cmd = [*_verdi(), 'profile', 'setup', 'core.psql_dos', '--non-interactive', '--profile-name', name,
-               '--email', 'aiida@localhost', '--first-name', 'aiida', '--last-name', 'nmcml',
-               '--institution', 'localhost', '--broker', 'core.rabbitmq' if rabbitmq else 'core.zeromq',
-               '--database-hostname', db['host'], '--database-port', str(db['port']),
-               '--database-username', db['user'], '--database-password', db['password'],
-               '--database-name', db['name'], '--repository-uri', f'file://{repository}', '--set-as-default']
+        cmd = [
+            *_verdi(),
+            'profile',
+            'setup',
+            'core.psql_dos',
+            '--non-interactive',
+            '--profile-name',
+            name,
+            '--email',
+            'aiida@localhost',
+            '--first-name',
+            'aiida',
+            '--last-name',
+            'nmcml',
+            '--institution',
+            'localhost',
+            '--broker',
+            'core.rabbitmq' if rabbitmq else 'core.zeromq',
+            '--database-hostname',
+            db['host'],
+            '--database-port',
+            str(db['port']),
+            '--database-username',
+            db['user'],
+            '--database-password',
+            db['password'],
+            '--database-name',
+            db['name'],
+            '--repository-uri',
+            f'file://{repository}',
+            '--set-as-default',
+        ]
     else:
         cmd = [*_verdi(), 'presto', '--profile-name', name, '--non-interactive']
         cmd += [] if rabbitmq else ['--use-zeromq']
@@ -68,8 +94,11 @@ def create_profile(name: str, postgres: bool = False, rabbitmq: bool = False, ec
     subprocess.run([*_verdi(), 'config', 'set', 'warnings.rabbitmq_version', 'False'], capture_output=True, check=False)
     if postgres:
         # a presto-made profile gets localhost for free; a `profile setup` one does not
-        subprocess.run([*_verdi(), '-p', name, 'config', 'set', 'warnings.development_version', 'False'],
-                       capture_output=True, check=False)
+        subprocess.run(
+            [*_verdi(), '-p', name, 'config', 'set', 'warnings.development_version', 'False'],
+            capture_output=True,
+            check=False,
+        )
 
 
 def _config_dir() -> str:
@@ -78,8 +107,9 @@ def _config_dir() -> str:
     return get_config(create=True).dirpath
 
 
-def ensure_postgres_database(name: str, host: str = '127.0.0.1', port: int = 5432, admin: str = 'postgres',
-                             echo=print) -> dict:
+def ensure_postgres_database(
+    name: str, host: str = '127.0.0.1', port: int = 5432, admin: str = 'postgres', echo=print
+) -> dict:
     """Create role and database ``aiida_<name>`` if missing (idempotent); return the connection parameters."""
     import secrets
 

@@ -32,20 +32,39 @@ class FinetuneWorkChain(ProtocolMixin, WorkChain):
     def define(cls, spec):
         super().define(spec)
         spec.input('training_set', valid_type=TrainingSet)
-        spec.input('validation_set', valid_type=TrainingSet, required=False,
-                   help='Without it, `valid_fraction` of training_set is held out (same split for every member).')
+        spec.input(
+            'validation_set',
+            valid_type=TrainingSet,
+            required=False,
+            help='Without it, `valid_fraction` of training_set is held out (same split for every member).',
+        )
         spec.input('foundation_model', valid_type=MaceModel, required=False)
-        spec.input('replay_set', valid_type=TrainingSet, required=False,
-                   help='Replay frames for multihead fine-tuning (needs foundation_model).')
+        spec.input(
+            'replay_set',
+            valid_type=TrainingSet,
+            required=False,
+            help='Replay frames for multihead fine-tuning (needs foundation_model).',
+        )
         spec.input('committee_size', valid_type=orm.Int, default=lambda: orm.Int(4))
-        spec.input('base_seed', valid_type=orm.Int, default=lambda: orm.Int(1),
-                   help='Member i trains with seed base_seed + i.')
+        spec.input(
+            'base_seed', valid_type=orm.Int, default=lambda: orm.Int(1), help='Member i trains with seed base_seed + i.'
+        )
         spec.input('valid_fraction', valid_type=orm.Float, default=lambda: orm.Float(0.1))
-        spec.expose_inputs(MaceTrainCalculation, namespace='train',
-                           exclude=('training_set', 'validation_set', 'foundation_model', 'replay_set', 'seed'))
-        spec.expose_inputs(EvaluateCalculation, namespace='evaluate', exclude=('models', 'frames'),
-                           namespace_options={'required': False, 'populate_defaults': False,
-                                              'help': 'Give evaluate.code to evaluate the committee on validation.'})
+        spec.expose_inputs(
+            MaceTrainCalculation,
+            namespace='train',
+            exclude=('training_set', 'validation_set', 'foundation_model', 'replay_set', 'seed'),
+        )
+        spec.expose_inputs(
+            EvaluateCalculation,
+            namespace='evaluate',
+            exclude=('models', 'frames'),
+            namespace_options={
+                'required': False,
+                'populate_defaults': False,
+                'help': 'Give evaluate.code to evaluate the committee on validation.',
+            },
+        )
         spec.inputs.validator = cls.validate_inputs
 
         spec.outline(
@@ -56,12 +75,23 @@ class FinetuneWorkChain(ProtocolMixin, WorkChain):
             cls.results,
         )
         spec.output_namespace('models', valid_type=MaceModel, dynamic=True, help='The committee, keyed member_<i>.')
-        spec.output('metrics', valid_type=orm.Dict,
-                    help='Per-member training metrics and, with evaluate, the committee validation metrics.')
-        spec.output('calibration', valid_type=orm.Dict, required=False,
-                    help='Force error ≈ slope · committee deviation on the validation set.')
-        spec.output('validation_set', valid_type=TrainingSet, required=False,
-                    help='The held-out frames when they were split off training_set.')
+        spec.output(
+            'metrics',
+            valid_type=orm.Dict,
+            help='Per-member training metrics and, with evaluate, the committee validation metrics.',
+        )
+        spec.output(
+            'calibration',
+            valid_type=orm.Dict,
+            required=False,
+            help='Force error ≈ slope · committee deviation on the validation set.',
+        )
+        spec.output(
+            'validation_set',
+            valid_type=TrainingSet,
+            required=False,
+            help='The held-out frames when they were split off training_set.',
+        )
 
         spec.exit_code(400, 'ERROR_TRAINING_FAILED', message='Committee members failed: {failures}')
         spec.exit_code(401, 'ERROR_EVALUATION_FAILED', message='Committee evaluation failed: {message}')
@@ -164,8 +194,11 @@ class FinetuneWorkChain(ProtocolMixin, WorkChain):
 
     def inspect_training(self):
         keys = [f'member_{i}' for i in range(self.inputs.committee_size.value)]
-        failures = [f'{key}<{self.ctx[key].pk}>: {self.ctx[key].exit_status} {self.ctx[key].exit_message}'
-                    for key in keys if not self.ctx[key].is_finished_ok]
+        failures = [
+            f'{key}<{self.ctx[key].pk}>: {self.ctx[key].exit_status} {self.ctx[key].exit_message}'
+            for key in keys
+            if not self.ctx[key].is_finished_ok
+        ]
         if failures:
             return self.exit_codes.ERROR_TRAINING_FAILED.format(failures='; '.join(failures))
         self.ctx.members = keys

@@ -85,16 +85,37 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
     def define(cls, spec):
         super().define(spec)
         spec.expose_inputs(GaCalculation, namespace='ga', exclude=('lattice',))
-        spec.input('lattice', valid_type=orm.Dict, serializer=to_aiida_type,
-                   help='Lattice of nmcml.ga without x_li (supercell, composition, antisite_fraction, seed).')
+        spec.input(
+            'lattice',
+            valid_type=orm.Dict,
+            serializer=to_aiida_type,
+            help='Lattice of nmcml.ga without x_li (supercell, composition, antisite_fraction, seed).',
+        )
         spec.input('li_contents', valid_type=orm.List, serializer=to_aiida_type, help='Li fractions to search.')
-        spec.input('verify_with_dft', valid_type=orm.Bool, serializer=to_aiida_type,
-                   default=lambda: orm.Bool(False), help='Send the best candidates to nmcml.label.')
-        spec.input('n_verify', valid_type=orm.Int, serializer=to_aiida_type, default=lambda: orm.Int(2),
-                   help='Candidates per Li content to verify with DFT.')
-        spec.expose_inputs(WorkflowFactory('nmcml.label'), namespace='label', exclude=('structures', 'frames'),
-                           namespace_options={'required': False, 'populate_defaults': False,
-                                              'help': 'Inputs of nmcml.label for the DFT verification.'})
+        spec.input(
+            'verify_with_dft',
+            valid_type=orm.Bool,
+            serializer=to_aiida_type,
+            default=lambda: orm.Bool(False),
+            help='Send the best candidates to nmcml.label.',
+        )
+        spec.input(
+            'n_verify',
+            valid_type=orm.Int,
+            serializer=to_aiida_type,
+            default=lambda: orm.Int(2),
+            help='Candidates per Li content to verify with DFT.',
+        )
+        spec.expose_inputs(
+            WorkflowFactory('nmcml.label'),
+            namespace='label',
+            exclude=('structures', 'frames'),
+            namespace_options={
+                'required': False,
+                'populate_defaults': False,
+                'help': 'Inputs of nmcml.label for the DFT verification.',
+            },
+        )
         spec.inputs['label'].validator = None  # it demands structures, which this work chain supplies from the GA
         spec.inputs.validator = validate_inputs
         spec.outline(
@@ -103,17 +124,25 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
             if_(cls.should_verify)(cls.run_verification, cls.inspect_verification),
             cls.results,
         )
-        spec.output_namespace('candidates', valid_type=orm.StructureData, dynamic=True,
-                              help='Per Li content (key x0_5000 ...): rank_0 ... of its GA.')
+        spec.output_namespace(
+            'candidates',
+            valid_type=orm.StructureData,
+            dynamic=True,
+            help='Per Li content (key x0_5000 ...): rank_0 ... of its GA.',
+        )
         spec.output('summary', valid_type=orm.Dict, help='Energies, evaluations, convergence, MLIP-vs-DFT ranking.')
         spec.output('labelled', valid_type=orm.Data, required=False, help='DFT-labelled candidates (TrainingSet).')
         spec.exit_code(401, 'ERROR_GA_FAILED', message='the GA for x_li={x_li} failed: {reason}')
-        spec.exit_code(402, 'ERROR_VERIFICATION_FAILED',
-                       message='nmcml.label failed (exit {status}); see its report. The GA candidates are outputs.')
+        spec.exit_code(
+            402,
+            'ERROR_VERIFICATION_FAILED',
+            message='nmcml.label failed (exit {status}); see its report. The GA candidates are outputs.',
+        )
 
     @classmethod
-    def get_builder_from_protocol(cls, engine_code, models=None, protocol=None, overrides=None, *, dft_code=None,
-                                  dft_engine: str = 'qe'):
+    def get_builder_from_protocol(
+        cls, engine_code, models=None, protocol=None, overrides=None, *, dft_code=None, dft_engine: str = 'qe'
+    ):
         """``overrides`` may set any key of search.yaml plus ``ga`` (GA protocol overrides) and ``label``."""
         overrides = dict(overrides or {})
         ga_overrides = overrides.pop('ga', None)
@@ -136,7 +165,8 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
         builder.verify_with_dft = orm.Bool(bool(inputs['verify_with_dft']) or dft_code is not None)
         if dft_code is not None:
             label = WorkflowFactory('nmcml.label').get_builder_from_protocol(
-                dft_code, engine=dft_engine, protocol=inputs['label_protocol'], overrides=label_overrides)
+                dft_code, engine=dft_engine, protocol=inputs['label_protocol'], overrides=label_overrides
+            )
             for key in ('code', 'engine', 'settings', 'min_success_fraction'):
                 builder.label[key] = label[key]
         return builder

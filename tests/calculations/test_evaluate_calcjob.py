@@ -55,7 +55,10 @@ def test_model_lacking_elements_is_refused(nmcml_codes, tiny_foundation_model, t
     frames[0].set_chemical_symbols(symbols)
     for atoms in frames:  # Atoms.copy kept the labels; the Fe frame's labels are toy values anyway
         atoms.info.pop('REF_stress', None)
-    builder = builder_for(nmcml_codes['engine'], {'a': MaceModel.get_or_create(tiny_foundation_model)},
-                          TrainingSet.from_frames(frames).store())
+    builder = builder_for(
+        nmcml_codes['engine'],
+        {'a': MaceModel.get_or_create(tiny_foundation_model)},
+        TrainingSet.from_frames(frames).store(),
+    )
     with pytest.raises(ValueError, match=r"model a has no \['Fe'\]"):
         run_get_node(builder)

@@ -37,11 +37,14 @@ def test_lattice_written_from_the_dict(nmcml_codes):
     assert json.loads((folder / 'input.json').read_text())['lattice'] == 'lattice.extxyz'
 
 
-@pytest.mark.parametrize(('lattice', 'message'), [
-    ({'supercell': [3, 3, 1], 'x_li': 1.0, 'composition': {'Ni': 1.0}}, 'single ordering'),
-    ({'supercell': [3, 3, 1], 'x_li': 1.5}, 'x_li must be within'),
-    ({'supercell': [3, 3, 1], 'colour': 'red'}, 'unknown key'),
-])
+@pytest.mark.parametrize(
+    ('lattice', 'message'),
+    [
+        ({'supercell': [3, 3, 1], 'x_li': 1.0, 'composition': {'Ni': 1.0}}, 'single ordering'),
+        ({'supercell': [3, 3, 1], 'x_li': 1.5}, 'x_li must be within'),
+        ({'supercell': [3, 3, 1], 'colour': 'red'}, 'unknown key'),
+    ],
+)
 def test_bad_lattice_refused(nmcml_codes, lattice, message):
     builder = builder_for(nmcml_codes['engine'])
     builder.lattice = orm.Dict(lattice)

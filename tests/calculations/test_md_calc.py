@@ -44,8 +44,16 @@ def builder_for(code, committee, structure_node, /, **parameters):
     builder.models = committee
     builder.structure = structure_node
     builder.device = orm.Str('cpu')
-    builder.parameters = orm.Dict({'steps': 20, 'trajectory_stride': 5, 'checkpoint_stride': 10, 'seed': 1,
-                                   'uncertainty': {'stride': 10, 'trust_lower': 0.0}, **parameters})
+    builder.parameters = orm.Dict(
+        {
+            'steps': 20,
+            'trajectory_stride': 5,
+            'checkpoint_stride': 10,
+            'seed': 1,
+            'uncertainty': {'stride': 10, 'trust_lower': 0.0},
+            **parameters,
+        }
+    )
     builder.metadata.options.max_wallclock_seconds = 300
     return builder
 

@@ -37,8 +37,12 @@ def foundation(tiny_foundation_model):
 def test_multihead_inputs_are_written_from_nodes(nmcml_codes, train_sets, foundation):
     """Config from the nodes; data and foundation model copied from the repository; hash checked before mace runs."""
     builder = train_builder(
-        nmcml_codes['mace_train'], train_sets['second'], seed=7, foundation_model=foundation,
-        replay_set=train_sets['first'], validation_set=train_sets['valid'],
+        nmcml_codes['mace_train'],
+        train_sets['second'],
+        seed=7,
+        foundation_model=foundation,
+        replay_set=train_sets['first'],
+        validation_set=train_sets['valid'],
     )
     folder = _dry_run(builder)
     config = yaml.safe_load((folder / 'config.yaml').read_text())
@@ -163,10 +167,16 @@ def test_from_scratch(scratch_training, train_sets):
 
 def test_naive_finetune_from_scratch_model(nmcml_codes, scratch_training, train_sets):
     foundation = scratch_training.outputs.model
-    _, node = run_get_node(train_builder(
-        nmcml_codes['mace_train'], train_sets['second'], seed=2, foundation_model=foundation,
-        validation_set=train_sets['valid'], parameters={'max_num_epochs': 2},
-    ))
+    _, node = run_get_node(
+        train_builder(
+            nmcml_codes['mace_train'],
+            train_sets['second'],
+            seed=2,
+            foundation_model=foundation,
+            validation_set=train_sets['valid'],
+            parameters={'max_num_epochs': 2},
+        )
+    )
     _check_trained(node, train_sets['second'].elements)
     assert node.outputs.model.sha256 != foundation.sha256
     assert node.outputs.model.r_max == foundation.r_max
@@ -175,10 +185,17 @@ def test_naive_finetune_from_scratch_model(nmcml_codes, scratch_training, train_
 
 def test_multihead_finetune_with_local_replay(nmcml_codes, scratch_training, train_sets):
     foundation = scratch_training.outputs.model
-    _, node = run_get_node(train_builder(
-        nmcml_codes['mace_train'], train_sets['second'], seed=3, foundation_model=foundation,
-        replay_set=train_sets['first'], validation_set=train_sets['valid'], parameters={'max_num_epochs': 2},
-    ))
+    _, node = run_get_node(
+        train_builder(
+            nmcml_codes['mace_train'],
+            train_sets['second'],
+            seed=3,
+            foundation_model=foundation,
+            replay_set=train_sets['first'],
+            validation_set=train_sets['valid'],
+            parameters={'max_num_epochs': 2},
+        )
+    )
     metrics = _check_trained(node, train_sets['second'].elements)
     assert metrics['head'] == 'Default'
     assert set(node.outputs.model.heads) == {'pt_head', 'Default'}
@@ -197,8 +214,8 @@ def test_nan_loss_has_its_own_exit_code(nmcml_codes, train_sets):
 
 def test_cuda_without_gpu_has_its_own_exit_code(nmcml_codes, train_sets):
     """No GPU here: device=cuda fails inside mace_run_train, and the exit code says to request one."""
-    _, node = run_get_node(train_builder(
-        nmcml_codes['mace_train'], train_sets['first'], seed=6, device=orm.Str('cuda')
-    ))
+    _, node = run_get_node(
+        train_builder(nmcml_codes['mace_train'], train_sets['first'], seed=6, device=orm.Str('cuda'))
+    )
     assert node.exit_status == MaceTrainCalculation.exit_codes.ERROR_DEVICE_UNAVAILABLE.status
     assert 'GPU jobs' in node.exit_message

@@ -17,12 +17,19 @@ from aiida_nmcml.workflows.finetune import FinetuneWorkChain
 
 def slurm_code(tmp_path):
     computer = orm.Computer(
-        label=f'slurm-gpu-{tmp_path.name}', hostname='localhost', transport_type='core.local',
-        scheduler_type='core.slurm', workdir=str(tmp_path / 'scratch'),
+        label=f'slurm-gpu-{tmp_path.name}',
+        hostname='localhost',
+        transport_type='core.local',
+        scheduler_type='core.slurm',
+        workdir=str(tmp_path / 'scratch'),
     ).store()
     computer.configure()
-    return orm.InstalledCode(computer=computer, filepath_executable='/opt/venv/bin/mace_run_train',
-                             label='mace-train-gpu', default_calc_job_plugin='nmcml.mace.train').store()
+    return orm.InstalledCode(
+        computer=computer,
+        filepath_executable='/opt/venv/bin/mace_run_train',
+        label='mace-train-gpu',
+        default_calc_job_plugin='nmcml.mace.train',
+    ).store()
 
 
 def test_cuda_protocol_puts_gres_in_the_submit_script(tmp_path, train_sets, monkeypatch):

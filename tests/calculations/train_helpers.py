@@ -39,5 +39,3 @@ def train_builder(code, training_set, seed=1, parameters=None, **inputs):
     for key, value in inputs.items():
         setattr(builder, key, value)
     return builder
-
-

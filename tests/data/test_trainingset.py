@@ -17,8 +17,13 @@ def _with_settings(frames, **settings):
     return out
 
 
-QE = {'engine': 'qe', 'functional': 'PBEsol', 'hubbard_u': json.dumps({'Ni': 6.2}), 'ecutwfc': 30.0,
-      'kpoints_distance': 0.5}
+QE = {
+    'engine': 'qe',
+    'functional': 'PBEsol',
+    'hubbard_u': json.dumps({'Ni': 6.2}),
+    'ecutwfc': 30.0,
+    'kpoints_distance': 0.5,
+}
 
 
 def test_round_trip_keeps_labels(toy_frames):

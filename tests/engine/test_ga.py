@@ -23,8 +23,7 @@ def make_lattice(supercell, x_li, composition, antisite_fraction=0.0, seed=1) ->
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         nmc = NmcLattice.from_supercell(supercell)
-        occ = nmc.default_occupancy(x_li=x_li, composition=composition, seed=seed,
-                                    antisite_fraction=antisite_fraction)
+        occ = nmc.default_occupancy(x_li=x_li, composition=composition, seed=seed, antisite_fraction=antisite_fraction)
     return Lattice(nmc.cell.copy(), nmc.positions.copy(), nmc.sublattice.astype('<U2'), occ)
 
 
@@ -98,8 +97,9 @@ def test_ga_beats_random_search_against_exhaustive_enumeration():
     random_expected = (n_total + 1) / (n_ground + 1)
     needed = []
     for seed in range(5):
-        search = ga.GeneticSearch(lat, fitness, {'fitness': 'pair', 'seed': seed, 'generations': 400, 'patience': 400,
-                                                 'target_energy': e_min})
+        search = ga.GeneticSearch(
+            lat, fitness, {'fitness': 'pair', 'seed': seed, 'generations': 400, 'patience': 400, 'target_energy': e_min}
+        )
         result = search.run()
         assert result.top(1)[0].energy == pytest.approx(e_min, abs=1e-9)
         needed.append(result.evaluations_to_best)
@@ -137,8 +137,17 @@ def test_engine_run_writes_top_k_and_history(ga_workdir):
 def test_engine_run_with_mace_fitness_and_relaxation(ga_workdir, tiny_foundation_model):
     """The production fitness: the tiny MACE model, 3 FIRE steps per candidate; candidates keep relaxed positions."""
     shutil.copy(tiny_foundation_model, ga_workdir / 'model_0.model')
-    summary = ga.run({'fitness': 'mace', 'models': ['model_0.model'], 'device': 'cpu', 'population_size': 4,
-                      'generations': 1, 'top_k': 2, 'relax': {'steps': 3, 'fmax': 0.01}})
+    summary = ga.run(
+        {
+            'fitness': 'mace',
+            'models': ['model_0.model'],
+            'device': 'cpu',
+            'population_size': 4,
+            'generations': 1,
+            'top_k': 2,
+            'relax': {'steps': 3, 'fmax': 0.01},
+        }
+    )
     frames = read(ga_workdir / 'top_candidates.extxyz', ':')
     assert summary['evaluations'] >= 4
     assert frames[0].info['ga_energy'] <= frames[1].info['ga_energy']

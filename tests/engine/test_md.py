@@ -44,8 +44,18 @@ def test_nve_conserves_energy(workdir):
 @pytest.mark.parametrize('ensemble', ['nvt_langevin', 'nvt_nose_hoover'])
 def test_nvt_heats_to_target(workdir, ensemble):
     """Started at 0 K, the thermostat brings the 32-atom cell to 600 K within 25 % (averaged over the second half)."""
-    md.run(config(ensemble=ensemble, steps=200, timestep_fs=2.0, temperature_K=600, init_velocities=False,
-                  friction_per_fs=0.05, tdamp_fs=20, trajectory_stride=2))
+    md.run(
+        config(
+            ensemble=ensemble,
+            steps=200,
+            timestep_fs=2.0,
+            temperature_K=600,
+            init_velocities=False,
+            friction_per_fs=0.05,
+            tdamp_fs=20,
+            trajectory_stride=2,
+        )
+    )
     thermo = md_io.read_table('thermo.log')
     assert thermo['temperature'][0] < 1.0
     late = thermo['temperature'][len(thermo['temperature']) // 2 :]
@@ -54,8 +64,11 @@ def test_nvt_heats_to_target(workdir, ensemble):
 
 def test_uncertainty_series_at_stride(workdir):
     """Committee evaluated at steps 0, 7, 14, ... only; trajectory frames carry step, time, energy, unwrapped."""
-    summary = md.run(config(n_models=2, steps=50, uncertainty={'stride': 7, 'trust_lower': 0.0}, trajectory_stride=10,
-                            timestep_fs=1.5))
+    summary = md.run(
+        config(
+            n_models=2, steps=50, uncertainty={'stride': 7, 'trust_lower': 0.0}, trajectory_stride=10, timestep_fs=1.5
+        )
+    )
     series = md_io.read_table('uncertainty.dat')
     assert series['step'].tolist() == list(range(0, 51, 7))
     assert np.all(series['max_force_dev'] > 0)  # two different seeds genuinely disagree
@@ -65,8 +78,11 @@ def test_uncertainty_series_at_stride(workdir):
     assert frames[3].info['time_fs'] == pytest.approx(45.0)
     assert 'max_force_dev' in frames[0].info and 'max_force_dev' not in frames[1].info  # 0 is a monitor step, 10 not
     assert frames[-1].get_potential_energy() == pytest.approx(md_io.read_table('thermo.log')['epot'][-1])
-    assert np.allclose(frames[-1].get_positions(), frames[-1].cell.scaled_positions(frames[-1].arrays['unwrapped'])
-                       % 1.0 @ frames[-1].cell.array, atol=1e-6)
+    assert np.allclose(
+        frames[-1].get_positions(),
+        frames[-1].cell.scaled_positions(frames[-1].arrays['unwrapped']) % 1.0 @ frames[-1].cell.array,
+        atol=1e-6,
+    )
     cands = read('candidates.extxyz', ':')  # trust_lower=0: every monitor step is a candidate, without REF labels
     assert len(cands) == len(series['step']) == summary['candidates_written']
     assert not any(k.startswith('REF_') for k in cands[0].info)
@@ -78,8 +94,14 @@ def test_forced_stop_keeps_frames_and_exit_code(workdir):
     monitor step above it; the CLI exits with the rule's code and the frames before the stop stay readable."""
     from aiida_nmcml.engine.cli import main
 
-    cfg = config(n_models=2, steps=80, temperature_K=900, uncertainty={'stride': 5}, trajectory_stride=5,
-                 stop={'min_distance': None})
+    cfg = config(
+        n_models=2,
+        steps=80,
+        temperature_K=900,
+        uncertainty={'stride': 5},
+        trajectory_stride=5,
+        stop={'min_distance': None},
+    )
     md.run(cfg)
     free = md_io.read_table('uncertainty.dat')
     limit = float(np.median(free['max_force_dev']))
@@ -115,8 +137,9 @@ def test_other_stop_rules(workdir):
 def test_restart_continues_killed_run(workdir, ensemble):
     """A run "killed" at step 35 with its last checkpoint at 20 continues from 20 and reproduces the uninterrupted run:
     same steps in every file (no duplicates), same final positions (RNG and thermostat state restored)."""
-    cfg = config(n_models=2, ensemble=ensemble, steps=60, checkpoint_stride=20, trajectory_stride=5,
-                 uncertainty={'stride': 5})
+    cfg = config(
+        n_models=2, ensemble=ensemble, steps=60, checkpoint_stride=20, trajectory_stride=5, uncertainty={'stride': 5}
+    )
     md.run(cfg)
     reference = read('trajectory.extxyz', ':')
     reference_unc = md_io.read_table('uncertainty.dat')

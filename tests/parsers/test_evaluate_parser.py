@@ -31,9 +31,11 @@ def status(name: str, message: str = '') -> bytes:
 
 
 def test_engine_status_maps_to_exit_codes(aiida_localhost):
-    for name, code in [('model_hash_mismatch', EXIT.ERROR_MODEL_HASH_MISMATCH),
-                       ('device_unavailable', EXIT.ERROR_DEVICE_UNAVAILABLE),
-                       ('out_of_memory', EXIT.ERROR_OUT_OF_MEMORY)]:
+    for name, code in [
+        ('model_hash_mismatch', EXIT.ERROR_MODEL_HASH_MISMATCH),
+        ('device_unavailable', EXIT.ERROR_DEVICE_UNAVAILABLE),
+        ('out_of_memory', EXIT.ERROR_OUT_OF_MEMORY),
+    ]:
         node = make_node({'engine_status.json': status(name, 'detail here')}, aiida_localhost)
         _, calcfunction = EvaluateParser.parse_from_node(node, store_provenance=False)
         assert calcfunction.exit_status == code.status, name

@@ -114,15 +114,21 @@ def test_out_of_memory(aiida_localhost):
 
 
 def test_hash_check_failure_on_the_compute_node(aiida_localhost):
-    node = make_node({'hash_check.err': b'foundation.model does not match sha256 abc\n', 'mace_train.out': b''},
-                     seed=1, computer=aiida_localhost)
+    node = make_node(
+        {'hash_check.err': b'foundation.model does not match sha256 abc\n', 'mace_train.out': b''},
+        seed=1,
+        computer=aiida_localhost,
+    )
     _, calcfunction = parse(node)
     assert calcfunction.exit_status == EXIT.ERROR_MODEL_HASH_MISMATCH.status
 
 
 def test_unknown_crash_reports_the_tail(aiida_localhost):
-    node = make_node({'mace_train.err': b'Traceback ...\nRuntimeError: something new\n', 'mace_train.out': b''},
-                     seed=1, computer=aiida_localhost)
+    node = make_node(
+        {'mace_train.err': b'Traceback ...\nRuntimeError: something new\n', 'mace_train.out': b''},
+        seed=1,
+        computer=aiida_localhost,
+    )
     _, calcfunction = parse(node)
     assert calcfunction.exit_status == EXIT.ERROR_TRAINING_FAILED.status
     assert 'something new' in calcfunction.exit_message

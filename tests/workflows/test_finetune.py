@@ -26,7 +26,10 @@ def sets(aiida_profile):
 @pytest.mark.parametrize('protocol', ['demo', 'fast', 'moderate', 'precise'])
 def test_protocol_builders(protocol, nmcml_codes, sets, tiny_foundation_model):
     builder = FinetuneWorkChain.get_builder_from_protocol(
-        nmcml_codes['mace_train'], sets['train'], foundation_model=str(tiny_foundation_model), protocol=protocol,
+        nmcml_codes['mace_train'],
+        sets['train'],
+        foundation_model=str(tiny_foundation_model),
+        protocol=protocol,
     )
     assert isinstance(builder.foundation_model, MaceModel) and builder.foundation_model.is_stored
     expected = FinetuneWorkChain.get_protocol_inputs(protocol)
@@ -38,8 +41,12 @@ def test_protocol_builders(protocol, nmcml_codes, sets, tiny_foundation_model):
 
 def test_overrides_and_gpu_options(nmcml_codes, sets):
     builder = FinetuneWorkChain.get_builder_from_protocol(
-        nmcml_codes['mace_train'], sets['train'], evaluate_code=nmcml_codes['engine'], device='cuda',
-        protocol='fast', overrides={'committee_size': 3, 'train': {'parameters': {'lr': 0.001}}},
+        nmcml_codes['mace_train'],
+        sets['train'],
+        evaluate_code=nmcml_codes['engine'],
+        device='cuda',
+        protocol='fast',
+        overrides={'committee_size': 3, 'train': {'parameters': {'lr': 0.001}}},
     )
     assert builder.committee_size.value == 3
     assert builder.train.parameters['lr'] == 0.001
@@ -67,9 +74,13 @@ def test_committee_of_two_on_the_daemon(nmcml_codes, sets, tiny_foundation_model
     from mace.calculators import MACECalculator
 
     builder = FinetuneWorkChain.get_builder_from_protocol(
-        nmcml_codes['mace_train'], sets['train'], validation_set=sets['valid'],
-        foundation_model=MaceModel.get_or_create(tiny_foundation_model), evaluate_code=nmcml_codes['engine'],
-        protocol='demo', overrides={'train': {'parameters': {'max_num_epochs': 1}}},
+        nmcml_codes['mace_train'],
+        sets['train'],
+        validation_set=sets['valid'],
+        foundation_model=MaceModel.get_or_create(tiny_foundation_model),
+        evaluate_code=nmcml_codes['engine'],
+        protocol='demo',
+        overrides={'train': {'parameters': {'max_num_epochs': 1}}},
     )
     node = submit_and_await(builder, timeout=600)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)

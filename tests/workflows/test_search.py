@@ -20,15 +20,17 @@ def test_protocol_levels_build(nmcml_codes):
 
 
 def test_dft_code_switches_verification_on(nmcml_codes):
-    builder = SearchWorkChain.get_builder_from_protocol(nmcml_codes['engine'], protocol='demo',
-                                                        dft_code=nmcml_codes['pw'])
+    builder = SearchWorkChain.get_builder_from_protocol(
+        nmcml_codes['engine'], protocol='demo', dft_code=nmcml_codes['pw']
+    )
     assert builder.verify_with_dft.value is True
     assert builder.label.engine.value == 'qe' and 'qe' in builder.label.settings.get_dict()
 
 
 def test_verification_without_label_inputs_is_refused(nmcml_codes):
-    builder = SearchWorkChain.get_builder_from_protocol(nmcml_codes['engine'], protocol='demo',
-                                                        overrides={'ga': {'parameters': {'fitness': 'pair'}}})
+    builder = SearchWorkChain.get_builder_from_protocol(
+        nmcml_codes['engine'], protocol='demo', overrides={'ga': {'parameters': {'fitness': 'pair'}}}
+    )
     builder.verify_with_dft = orm.Bool(True)
     with pytest.raises(ValueError, match='needs the `label` inputs'):
         run_get_node(builder)
@@ -37,7 +39,8 @@ def test_verification_without_label_inputs_is_refused(nmcml_codes):
 def test_search_two_li_contents_without_dft(nmcml_codes):
     """Two concurrent GAs; every content gets its own distinct candidates, fewer Li at lower x_li, and a summary."""
     builder = SearchWorkChain.get_builder_from_protocol(
-        nmcml_codes['engine'], protocol='demo', overrides={'ga': {'parameters': {'fitness': 'pair'}}})
+        nmcml_codes['engine'], protocol='demo', overrides={'ga': {'parameters': {'fitness': 'pair'}}}
+    )
     _, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     contents = builder.li_contents.get_list()

@@ -21,8 +21,9 @@ def test_search_verifies_best_candidates_with_pw(nmcml_codes):
         'ga': {'parameters': {'fitness': 'pair', 'population_size': 2, 'elitism': 1, 'generations': 1, 'top_k': 1}},
         'label': {'qe': {'pseudo_family': nmcml_codes['pseudo_family']}},
     }
-    builder = SearchWorkChain.get_builder_from_protocol(nmcml_codes['engine'], protocol='demo', overrides=overrides,
-                                                        dft_code=nmcml_codes['pw'])
+    builder = SearchWorkChain.get_builder_from_protocol(
+        nmcml_codes['engine'], protocol='demo', overrides=overrides, dft_code=nmcml_codes['pw']
+    )
     _, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     frames = {f.info['label_key']: f for f in node.outputs.labelled.get_frames()}
