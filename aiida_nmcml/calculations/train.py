@@ -96,6 +96,18 @@ def check_trainingset(node: TrainingSet, role: str) -> str | None:
     return None
 
 
+def effective_batch_size(training_set: TrainingSet, config: dict) -> int:
+    """The batch size capped at the number of training frames.
+
+    mace-torch drops the last incomplete training batch, so a set smaller than ``batch_size`` (the first iteration
+    of active learning, the demo) would train on zero batches and crash in the neighbour statistics.
+    """
+    n_train = training_set.num_labelled
+    if 'valid_file' not in config:
+        n_train = int(n_train * (1.0 - float(config.get('valid_fraction', 0.1))))
+    return max(1, min(int(config['batch_size']), n_train))
+
+
 def validate_inputs(inputs, ctx):
     """Refuse, at build time, inputs that would make ``mace_run_train`` fail or train on garbage."""
     if 'training_set' not in ctx:  # exposed in a work chain that supplies the data later
@@ -250,6 +262,7 @@ class MaceTrainCalculation(CalcJob):
             config['multiheads_finetuning'] = 'replay_set' in self.inputs
             if 'replay_set' in self.inputs:
                 config['pt_train_file'] = REPLAY_FILENAME
+        config['batch_size'] = effective_batch_size(self.inputs.training_set, config)
         return config
 
     def prepare_for_submission(self, folder):

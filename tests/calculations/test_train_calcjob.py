@@ -219,3 +219,20 @@ def test_cuda_without_gpu_has_its_own_exit_code(nmcml_codes, train_sets):
     )
     assert node.exit_status == MaceTrainCalculation.exit_codes.ERROR_DEVICE_UNAVAILABLE.status
     assert 'GPU jobs' in node.exit_message
+
+
+def test_set_smaller_than_a_batch_still_trains(nmcml_codes, train_sets, foundation):
+    """Two frames and batch_size 4: mace drops incomplete training batches, so the calcjob caps the batch size.
+
+    Found by the demo: the first labelled batch of a campaign is often smaller than the protocol's batch size.
+    """
+    two = TrainingSet.from_frames(train_sets['second'].get_frames()[:2]).store()
+    parameters = {**TINY_PARAMETERS, 'max_num_epochs': 1, 'batch_size': 4}
+    builder = train_builder(nmcml_codes['mace_train'], two, foundation_model=foundation, parameters=parameters,
+                            validation_set=train_sets['valid'])  # fmt: skip
+    config = yaml.safe_load((_dry_run(builder) / 'config.yaml').read_text())
+    assert config['batch_size'] == 2
+    builder = train_builder(nmcml_codes['mace_train'], two, foundation_model=foundation, parameters=parameters,
+                            validation_set=train_sets['valid'])  # fmt: skip
+    _, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
