@@ -18,6 +18,19 @@ from ..engine.common import STATUS_FILENAME
 INPUT_FILENAME = 'input.json'
 
 
+def models_missing_elements(models: dict, elements) -> str | None:
+    """Why the committee cannot evaluate ``elements``, or None: refused before submission, not as a crash later."""
+    for key, model in sorted((models or {}).items()):
+        lacks = getattr(model, 'missing_elements', None)
+        missing = lacks(elements) if lacks else []
+        if missing:
+            return (
+                f'model `{key}` (elements {model.elements}) cannot evaluate {missing} present in the structure: '
+                'fine-tune from a foundation model that covers them (aiida-nmcml keeps all foundation elements)'
+            )
+    return None
+
+
 class EngineCalculation(CalcJob):
     """Subclasses set ``_subcommand`` and ``_retrieve`` and implement :meth:`write_inputs`."""
 

@@ -11,7 +11,7 @@ from aiida import orm
 
 from ..engine import ga as ga_engine
 from ..workflows.protocols.utils import ProtocolMixin
-from .base import EngineCalculation
+from .base import EngineCalculation, models_missing_elements
 
 LATTICE_FILENAME = 'lattice.extxyz'
 LATTICE_KEYS = ('supercell', 'x_li', 'composition', 'antisite_fraction', 'seed', 'tm_order')
@@ -54,7 +54,7 @@ def validate_inputs(inputs, _):
 
     if not Lattice.from_atoms(atoms).groups:
         return 'the lattice has a single ordering: set x_li < 1 or a mixed transition-metal composition'
-    return None
+    return models_missing_elements(inputs.get('models'), set(atoms.get_chemical_symbols()) - {'X'})
 
 
 class GaCalculation(ProtocolMixin, EngineCalculation):

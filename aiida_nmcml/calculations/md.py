@@ -12,7 +12,7 @@ from aiida import orm
 
 from ..engine import md_io
 from ..workflows.protocols.utils import ProtocolMixin
-from .base import EngineCalculation
+from .base import EngineCalculation, models_missing_elements
 
 STRUCTURE_FILENAME = 'structure.extxyz'
 PARENT_FILES = (md_io.TRAJECTORY, md_io.CANDIDATES, md_io.THERMO, md_io.UNCERTAINTY, md_io.CHECKPOINT)
@@ -27,6 +27,8 @@ def validate_inputs(inputs, _):
     for key in ('structure', 'models', 'device', 'restart_from'):
         if key in params:
             return f'parameters may not set `{key}`: it comes from the input nodes'
+    if 'structure' in inputs:
+        return models_missing_elements(inputs.get('models'), set(inputs['structure'].get_symbols_set()))
     return None
 
 

@@ -240,10 +240,18 @@ class MaceTrainCalculation(CalcJob):
         """The ``--config`` YAML: plugin defaults < user parameters < values fixed by the input nodes."""
         parameters = self.inputs.parameters.get_dict() if 'parameters' in self.inputs else {}
         config = {**DEFAULT_PARAMETERS}
-        if 'foundation_model' in self.inputs:
-            config['E0s'] = 'foundation'
-        else:
+        if 'foundation_model' not in self.inputs:
             config['E0s'] = 'average'
+        elif 'replay_set' in self.inputs:
+            config['E0s'] = 'foundation'  # multihead: the replay head shares the foundation's reference
+        else:
+            # Naive fine-tuning on another DFT code/functional than the foundation's: shift the foundation E0s by a
+            # least-squares fit to the new labels (elements absent from the data keep the foundation's value).
+            config['E0s'] = 'estimated'
+        if 'foundation_model' in self.inputs:
+            # Keep every element of the foundation model: a model fine-tuned on LiNiO2 frames must still run on
+            # NMC811 cells with Mn and Co (mace-torch otherwise shrinks the model to the elements of the data).
+            config['foundation_model_elements'] = True
         config.update(parameters)
         config.update(DATA_KEYS)
         config.update(

@@ -62,4 +62,6 @@ def cmd_setup(postgres, rabbitmq, profile_name, family, computer, daemon, check)
             client.start_daemon(number_workers=1)
             click.echo('daemon started')
         else:
-            click.echo('daemon already running')
+            click.echo(
+                'daemon already running (after upgrading aiida-nmcml run `verdi daemon restart` so workers load the new code)'
+            )

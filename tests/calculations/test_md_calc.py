@@ -78,6 +78,17 @@ def test_parameters_may_not_override_node_inputs(nmcml_codes, committee, structu
         run_get_node(builder)
 
 
+def test_structure_with_elements_the_models_lack_is_refused(nmcml_codes, committee):
+    """A model that cannot see an element must be refused before submission, not crash in the engine."""
+    from aiida_nmcml.structures import layered_parent
+
+    atoms = layered_parent()
+    atoms.symbols[1] = 'Fe'
+    builder = builder_for(nmcml_codes['engine'], committee, orm.StructureData(ase=atoms))
+    with pytest.raises(ValueError, match=r"cannot evaluate \['Fe'\]"):
+        run_get_node(builder)
+
+
 def test_run_restart_and_stop(nmcml_codes, committee, structure):
     """Run 20 steps; continue the same trajectory to 40 from the parent folder; then a tiny hard limit stops the
     continuation at once with exit 320 while the trajectory, logs and stop frame are still outputs."""

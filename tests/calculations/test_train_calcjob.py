@@ -232,7 +232,34 @@ def test_set_smaller_than_a_batch_still_trains(nmcml_codes, train_sets, foundati
                             validation_set=train_sets['valid'])  # fmt: skip
     config = yaml.safe_load((_dry_run(builder) / 'config.yaml').read_text())
     assert config['batch_size'] == 2
+    assert config['E0s'] == 'estimated' and config['foundation_model_elements'] is True
     builder = train_builder(nmcml_codes['mace_train'], two, foundation_model=foundation, parameters=parameters,
                             validation_set=train_sets['valid'])  # fmt: skip
     _, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
+
+
+def test_finetuned_model_keeps_every_foundation_element(nmcml_codes, train_sets, foundation, tmp_path):
+    """Fine-tuned on Li/Ni/O frames only, the model must still evaluate NMC811 cells with Mn and Co.
+
+    Found by the demo: mace-torch shrinks a fine-tuned model to the elements of its data unless told otherwise.
+    """
+    import numpy as np
+    from mace.calculators import MACECalculator
+
+    from aiida_nmcml.structures import build_nmc
+
+    lini = [a for a in train_sets['second'].get_frames() if set(a.get_chemical_symbols()) <= {'Li', 'Ni', 'O'}]
+    assert len(lini) >= 2
+    subset = TrainingSet.from_frames(lini[:4]).store()
+    parameters = {**TINY_PARAMETERS, 'max_num_epochs': 1}
+    _, node = run_get_node(train_builder(nmcml_codes['mace_train'], subset, foundation_model=foundation,
+                                         parameters=parameters, validation_set=train_sets['valid']))  # fmt: skip
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    model = node.outputs.model
+    assert set(model.elements) == set(foundation.elements) >= {'Mn', 'Co'}
+    atoms = build_nmc(40, seed=0)
+    assert {'Mn', 'Co'} <= set(atoms.get_chemical_symbols())
+    atoms.calc = MACECalculator(model_paths=str(model.copy_to(tmp_path / 'm.model')), device='cpu',
+                                default_dtype='float64')  # fmt: skip
+    assert np.all(np.isfinite(atoms.get_forces()))
