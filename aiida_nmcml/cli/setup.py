@@ -63,5 +63,5 @@ def cmd_setup(postgres, rabbitmq, profile_name, family, computer, daemon, check)
             click.echo('daemon started')
         else:
             click.echo(
-                'daemon already running (after upgrading aiida-nmcml run `verdi daemon restart` so workers load the new code)'
+                'daemon already running (after upgrading aiida-nmcml, `verdi daemon restart` loads the new code)'
             )
