@@ -65,6 +65,14 @@ def test_check_on_fresh_profile_fails_clearly(tmp_path):
     assert re.search(r'✗ code nmcml-pw: missing: run `aiida-nmcml setup`', result.stdout)
     assert re.search(rf'✗ pseudo family {DEFAULT_FAMILY}: missing', result.stdout)
     assert '✓ broker: core.zeromq' in result.stdout
+    # then the real thing on that profile: setup fills the gaps, --check passes, a second setup creates nothing
+    first = _cli(tmp_path, 'setup')
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert 'created code nmcml-pw@localhost' in first.stdout
+    assert 'caching enabled for aiida.calculations:quantumespresso.pw' in first.stdout
+    assert _cli(tmp_path, 'setup', '--check').returncode == 0
+    second = _cli(tmp_path, 'setup')
+    assert 'nothing to create' in second.stdout and 'caching enabled' not in second.stdout
 
 
 def test_offline_family_has_all_nmc_elements_and_cutoffs(nmcml_codes):

@@ -20,7 +20,7 @@ def cmd_setup(postgres, rabbitmq, profile_name, family, computer, daemon, check)
     from aiida import load_profile
     from aiida.manage import get_manager
 
-    from ..setup import DEFAULT_FAMILY, check_environment, ensure_environment
+    from ..setup import DEFAULT_FAMILY, check_environment, enable_dft_caching, ensure_environment
     from ..setup.profile import ensure_profile
 
     family = family or DEFAULT_FAMILY
@@ -50,6 +50,8 @@ def cmd_setup(postgres, rabbitmq, profile_name, family, computer, daemon, check)
     load_profile(name, allow_switch=True)
     click.echo(f'profile: {name}')
     env = ensure_environment(family=family, computer=computer, echo=click.echo)
+    for entry in enable_dft_caching(name):
+        click.echo(f'caching enabled for {entry}')
     if not env['created']:
         click.echo('nothing to create: everything was already set up')
     click.echo(f'codes: {", ".join(env[k].full_label for k in ("pw", "neb", "mace_train", "engine"))}')

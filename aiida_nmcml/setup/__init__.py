@@ -34,6 +34,27 @@ def ensure_environment(family: str = DEFAULT_FAMILY, computer: str = 'localhost'
     return {'computer': comp, **codes, 'pseudo_family': fam.label, 'created': created}
 
 
+DFT_CALCJOBS = ('aiida.calculations:quantumespresso.pw', 'aiida.calculations:vasp.vasp')
+
+
+def enable_dft_caching(profile_name: str) -> list[str]:
+    """Turn AiiDA caching on for the DFT calcjobs of ``profile_name``; returns the entry points newly enabled.
+
+    Why: active learning and repeated demos relabel identical structures with identical settings; caching reuses the
+    finished calculation (a new node linked to the original) instead of paying for pw.x again. Only DFT is cached:
+    MD and training are stochastic by design.
+    """
+    from aiida.manage.configuration import get_config
+
+    config = get_config()
+    current = list(config.get_option('caching.enabled_for', scope=profile_name) or [])
+    added = [entry for entry in DFT_CALCJOBS if entry not in current]
+    if added:
+        config.set_option('caching.enabled_for', current + added, scope=profile_name)
+        config.store()
+    return added
+
+
 def check_environment(family: str = DEFAULT_FAMILY, computer: str = 'localhost') -> list[tuple[str, bool, str]]:
     """What is present and what is missing, as ``(item, ok, detail)``; creates nothing."""
     from aiida import orm

@@ -10,6 +10,10 @@ PREPEND = (
     'export OMPI_ALLOW_RUN_AS_ROOT=1\n'
     'export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1\n'
     'export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}\n'
+    '# Concurrent jobs on one machine: OpenMPI would pin every 1-rank job to core 0, and OpenBLAS would spawn a\n'
+    '# thread per core in each job; both serialise the concurrent labelling the daemon sets up.\n'
+    'export OMPI_MCA_hwloc_base_binding_policy=${OMPI_MCA_hwloc_base_binding_policy:-none}\n'
+    'export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}\n'
 )
 
 
