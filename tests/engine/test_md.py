@@ -159,3 +159,26 @@ def test_restart_continues_killed_run(workdir, ensemble):
     assert [f.info['step'] for f in frames] == [f.info['step'] for f in reference]
     assert np.allclose(frames[-1].arrays['unwrapped'], reference[-1].arrays['unwrapped'], atol=1e-8)
     assert np.allclose(md_io.read_table('uncertainty.dat')['max_force_dev'], reference_unc['max_force_dev'])
+
+
+def test_npt_barostat_responds_to_pressure(workdir, monkeypatch):
+    """Isotropic MTK NPT: at 20 GPa the cell ends denser than at 0 GPa, and the log reports the pressure.
+
+    The toy model heats up under strong compression, so the temperature stop rule is off here (tested elsewhere).
+    """
+    volumes = {}
+    for pressure in (0.0, 20.0):
+        job = workdir / f'p{pressure:g}'
+        job.mkdir()
+        for item in ('structure.extxyz', 'model_0.model'):
+            shutil.copy(workdir / item, job / item)
+        monkeypatch.chdir(job)
+        md.run(config(ensemble='npt', steps=100, timestep_fs=1.0, temperature_K=300, pressure_gpa=pressure,
+                      pdamp_fs=50, tdamp_fs=25, trajectory_stride=10, stop={'max_temperature': None}))  # fmt: skip
+        frames = read(job / 'trajectory.extxyz', ':')
+        volumes[pressure] = frames[-1].get_volume()
+        thermo = md_io.read_table('thermo.log')
+        assert np.all(np.isfinite(thermo['pressure_gpa'])) and np.ptp(thermo['volume']) > 0
+    v0 = read(workdir / 'structure.extxyz').get_volume()
+    assert volumes[0.0] != pytest.approx(v0, rel=1e-4)  # the cell is dynamic
+    assert volumes[20.0] < volumes[0.0] * 0.99
