@@ -190,14 +190,20 @@ class MaceModel(orm.SinglefileData):
         return sorted({str(e) for e in elements} - known)
 
     # --- safe access ------------------------------------------------------------------------------------------------
-    def verify(self) -> None:
-        """Raise :class:`ModelHashMismatch` if the repository content differs from the recorded sha256."""
+    def verified_bytes(self) -> bytes:
+        """The file content, after checking it against the recorded sha256 (the one place that check lives)."""
         with self.open(mode='rb') as handle:
-            actual = sha256_bytes(handle.read())
+            data = handle.read()
+        actual = sha256_bytes(data)
         if actual != self.sha256:
             raise ModelHashMismatch(
                 f'MaceModel<{self.pk}> content has sha256 {actual}, node records {self.sha256}: refusing to use it'
             )
+        return data
+
+    def verify(self) -> None:
+        """Raise :class:`ModelHashMismatch` if the repository content differs from the recorded sha256."""
+        self.verified_bytes()
 
     def copy_to(self, path: str | os.PathLike) -> pathlib.Path:
         """Write the model file to ``path`` (a file, or a directory to put ``filename`` in) and check its hash."""
@@ -219,21 +225,17 @@ class MaceModel(orm.SinglefileData):
         import mace  # noqa: F401
         import torch
 
-        with self.open(mode='rb') as handle:
-            data = handle.read()
-        if sha256_bytes(data) != self.sha256:
-            raise ModelHashMismatch(f'MaceModel<{self.pk}> content does not match its sha256: refusing to unpickle')
-        return torch.load(io.BytesIO(data), map_location=device, weights_only=False)
+        return torch.load(io.BytesIO(self.verified_bytes()), map_location=device, weights_only=False)
 
     def _validate(self):
         super()._validate()
         sha256 = self.base.attributes.get('sha256', None)
         if not sha256:
             raise ValidationError('MaceModel has no sha256: create it with MaceModel.from_file')
-        with self.open(mode='rb') as handle:
-            actual = sha256_bytes(handle.read())
-        if actual != sha256:
-            raise ValidationError(f'MaceModel content has sha256 {actual} but attribute says {sha256}')
+        try:
+            self.verified_bytes()
+        except ModelHashMismatch as exc:
+            raise ValidationError(str(exc)) from exc
         return True
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..analysis.metrics import atomic_force_deviation
 from .common import make_calculator
 
 
@@ -29,7 +30,7 @@ def force_deviation(forces: np.ndarray, energies: np.ndarray, natoms: int) -> De
     ``forces`` has shape (members, atoms, 3), ``energies`` (members,).
     """
     mean = forces.mean(axis=0)
-    per_atom = np.sqrt(((forces - mean) ** 2).sum(axis=2).mean(axis=0))
+    per_atom = atomic_force_deviation(forces)
     return Deviation(
         max_force_dev=float(per_atom.max()),
         mean_force_dev=float(per_atom.mean()),
