@@ -27,8 +27,10 @@ KBAR_TO_EV_PER_A3 = 0.1 * GPA_TO_EV_PER_A3
 
 
 def voigt_from_tensor(tensor) -> np.ndarray:
-    t = np.asarray(tensor, dtype=float).reshape(3, 3)
-    return np.array([t[0, 0], t[1, 1], t[2, 2], t[1, 2], t[0, 2], t[0, 1]])
+    """ASE's Voigt order (xx, yy, zz, yz, xz, xy), by ASE's own conversion."""
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    return full_3x3_to_voigt_6_stress(np.asarray(tensor, dtype=float).reshape(3, 3))
 
 
 def _structure_atoms(structure: orm.StructureData):

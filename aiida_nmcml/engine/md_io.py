@@ -90,7 +90,12 @@ class TableWriter:
 
 def read_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a :class:`TableWriter` file back into ``{column: array}`` (empty arrays when there are no rows)."""
-    lines = pathlib.Path(path).read_text().splitlines()
+    return parse_table(pathlib.Path(path).read_text())
+
+
+def parse_table(text: str) -> dict[str, np.ndarray]:
+    """The text of a :class:`TableWriter` file as ``{column: array}``; the parser reads retrieved files with it."""
+    lines = text.splitlines()
     columns = lines[0].lstrip('#').split()
     rows = [line.split() for line in lines[1:] if line.strip() and not line.startswith('#')]
     data = np.array(rows, dtype=float).reshape(len(rows), len(columns))

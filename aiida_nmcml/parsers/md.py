@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 from aiida import orm
 
 from ..engine import md_io
@@ -22,13 +21,9 @@ STOP_STATUSES = {
 
 
 def table_to_arraydata(text: str) -> orm.ArrayData:
-    lines = text.splitlines()
-    columns = lines[0].lstrip('#').split()
-    rows = [line.split() for line in lines[1:] if line.strip() and not line.startswith('#')]
-    data = np.array(rows, dtype=float).reshape(len(rows), len(columns))
     node = orm.ArrayData()
-    for i, name in enumerate(columns):
-        node.set_array(name, data[:, i].astype(int) if name == 'step' else data[:, i])
+    for name, column in md_io.parse_table(text).items():
+        node.set_array(name, column.astype(int) if name == 'step' else column)
     return node
 
 
