@@ -508,6 +508,23 @@ def initial_magnetic_moments(symbols, oxidation_states, scheme: str = 'spin_only
         raise ValueError(f'no spin-only moment for {exc.args[0]}: known {sorted(SPIN_ONLY_MOMENTS)}') from None
 
 
+def dft_ready(atoms, scheme: str = 'spin_only'):
+    """Oxidation states and initial moments from the sublattice labels, so a DFT run of this frame starts magnetic.
+
+    Why: frames that did not come from :func:`build_nmc` (GA candidates, MD snapshots) carry the sublattice labels but
+    no (or zero) moments; without this, pw.x/VASP would start spin-symmetric and converge non-magnetic. The same
+    deterministic rule as the builder (``rng=0``) is used, so the same frame always gets the same start. Modifies and
+    returns ``atoms``; a composition with no charge-balanced assignment keeps its moments unchanged.
+    """
+    try:
+        states = assign_oxidation_states(atoms.get_chemical_symbols(), atoms.arrays.get('sublattice'), rng=0)
+    except ValueError:
+        return atoms  # a composition with no charge-balanced assignment keeps its moments
+    atoms.arrays['oxidation_state'] = states
+    atoms.set_initial_magnetic_moments(initial_magnetic_moments(atoms.get_chemical_symbols(), states, scheme))
+    return atoms
+
+
 # ------------------------------------------------------------------------------------------------------ builder
 def build_nmc(
     supercell=(1, 1, 1),

@@ -8,20 +8,8 @@ import numpy as np
 from aiida import orm
 
 from ..engine import ga as ga_engine
+from ..structures import dft_ready
 from .base import EngineParser
-
-
-def dft_ready(atoms):
-    """Oxidation states and spin-only initial moments from the sublattice labels, so DFT starts magnetic."""
-    from ..structures import assign_oxidation_states, initial_magnetic_moments
-
-    try:
-        states = assign_oxidation_states(atoms.get_chemical_symbols(), atoms.arrays.get('sublattice'), rng=0)
-    except ValueError:
-        return atoms  # a composition with no charge-balanced assignment keeps zero moments
-    atoms.arrays['oxidation_state'] = states
-    atoms.set_initial_magnetic_moments(initial_magnetic_moments(atoms.get_chemical_symbols(), states))
-    return atoms
 
 
 class GaParser(EngineParser):
