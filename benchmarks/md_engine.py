@@ -24,7 +24,7 @@ CACHE = pathlib.Path(__file__).parent / '.cache'
 
 
 def models(n: int) -> list[pathlib.Path]:
-    from aiida_nmcml.toymodel import train_tiny_mace
+    from aiida_nmcml.testing.toymodel import train_tiny_mace
 
     return [train_tiny_mace(CACHE / f'seed{seed}', seed=seed) for seed in range(1, n + 1)]
 

@@ -1,6 +1,6 @@
 """Overhead of ``nmcml.mace.train`` over running ``mace_run_train`` by hand on the same inputs. Goal: ratio <= 1.1.
 
-Both sides run the same tiny naive fine-tuning (tiny MACE from aiida_nmcml/toymodel.py, toy frames, CPU):
+Both sides run the same tiny naive fine-tuning (tiny MACE from aiida_nmcml/testing/toymodel.py, toy frames, CPU):
 
 * calcjob: ``run_get_node`` on a throw-away SQLite profile, localhost ``core.direct`` scheduler (job poll interval
   lowered to 0.5 s — the 10 s default would measure the polling, not the plugin), including upload, retrieval and
@@ -57,7 +57,7 @@ def builder(code, epochs: int, frames: int):
     from aiida_nmcml.calculations.train import MaceTrainCalculation
     from aiida_nmcml.data.model import MaceModel
     from aiida_nmcml.data.trainingset import TrainingSet
-    from aiida_nmcml.toymodel import toy_frames, train_tiny_mace
+    from aiida_nmcml.testing.toymodel import toy_frames, train_tiny_mace
 
     foundation = MaceModel.get_or_create(train_tiny_mace(CACHE / 'seed1', seed=1))
     b = MaceTrainCalculation.get_builder()

@@ -44,11 +44,11 @@ def foundation(args):
 
     if args.foundation:
         return resolve_foundation_model(args.foundation)
-    from aiida_nmcml.toymodel import train_tiny_mace
+    from aiida_nmcml.testing.toymodel import train_tiny_mace
 
     cache = pathlib.Path.home() / '.cache' / 'aiida-nmcml' / 'toy-foundation'
     print('  no foundation model given and none can be downloaded offline: training the tiny stand-in (~20 s)')
-    return MaceModel.get_or_create(train_tiny_mace(cache), source='toy stand-in (aiida_nmcml.toymodel)')
+    return MaceModel.get_or_create(train_tiny_mace(cache), source='toy stand-in (aiida_nmcml.testing.toymodel)')
 
 
 def main(argv=None) -> int:

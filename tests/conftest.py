@@ -6,8 +6,6 @@ The AiiDA profile is SQLite + the built-in ZeroMQ broker, the embedded default o
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import os
 import pathlib
 import shutil
@@ -34,25 +32,23 @@ def aiida_profile(aiida_config, aiida_profile_factory):
 
 
 @pytest.fixture(scope='session')
-def tiny_foundation_model(pytestconfig, tmp_path_factory) -> pathlib.Path:
-    """A real MACE (8 channels, L=0, 5 epochs) trained on toy frames: the stand-in foundation model.
+def tiny_foundation_model(tmp_path_factory) -> pathlib.Path:
+    """A real MACE (8 channels, L=0, 5 epochs) trained on toy frames: the stand-in foundation model of fast tests.
 
-    Cached in pytest's cache directory, keyed by the source of the trainer, so editing it retrains.
+    Cached in its own directory (``$NMCML_TEST_CACHE`` or ~/.cache/aiida-nmcml/test-models), keyed by the source of
+    the trainer so editing it retrains; independent of pytest's cache plugin (``-p no:cacheprovider`` works).
     """
-    from aiida_nmcml import toymodel
+    from aiida_nmcml.testing import toymodel
 
-    key = hashlib.sha256(inspect.getsource(toymodel).encode()).hexdigest()[:12]
-    cache = pathlib.Path(pytestconfig.cache.mkdir(f'tiny_mace_{key}'))
-    model = toymodel.train_tiny_mace(cache)
     target = tmp_path_factory.mktemp('foundation') / 'tiny.model'
-    shutil.copy(model, target)
+    shutil.copy(toymodel.cached_tiny_mace(seed=1), target)
     return target
 
 
 @pytest.fixture(scope='session')
 def toy_frames():
     """Labelled toy frames (pair potential, not DFT) with the REF_* keys; a fresh list per call is cheap."""
-    from aiida_nmcml.toymodel import toy_frames as make
+    from aiida_nmcml.testing.toymodel import toy_frames as make
 
     return make(24, seed=7)
 

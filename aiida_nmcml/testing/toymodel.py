@@ -32,7 +32,7 @@ def toy_frames(n: int = 60, seed: int = 0, rattle: float = 0.08, key_prefix: str
     """
     from ase.build import make_supercell
 
-    from .structures import layered_parent
+    from ..structures import layered_parent
 
     rng = np.random.default_rng(seed)
     calc = toy_calculator()
@@ -127,3 +127,36 @@ def train_tiny_mace(workdir: str | os.PathLike, n_frames: int = 60, seed: int = 
             f'tiny MACE training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
         )
     return target
+
+
+def test_cache_root() -> pathlib.Path:
+    """Where test doubles are cached across sessions: ``$NMCML_TEST_CACHE`` or ``~/.cache/aiida-nmcml/test-models``.
+
+    Not pytest's cache plugin, so ``pytest -p no:cacheprovider`` still works and the models survive ``--cache-clear``.
+    """
+    root = os.environ.get('NMCML_TEST_CACHE') or pathlib.Path.home() / '.cache' / 'aiida-nmcml' / 'test-models'
+    return pathlib.Path(root)
+
+
+def cached_tiny_mace(seed: int = 1) -> pathlib.Path:
+    """The tiny model for ``seed``, trained once and reused; keyed by this module's source so editing it retrains.
+
+    Trained in a private temporary folder and moved into place atomically, so two test sessions starting at once
+    (several developers on one machine) never read a half-written file.
+    """
+    import hashlib
+    import inspect
+    import shutil
+    import tempfile
+
+    key = hashlib.sha256(inspect.getsource(sys.modules[__name__]).encode()).hexdigest()[:12]
+    final = test_cache_root() / f'tiny_mace_seed{seed}_{key}' / 'tiny.model'
+    if final.is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent.parent, prefix='.training-') as workdir:
+        model = train_tiny_mace(workdir, seed=seed)
+        staged = final.parent / f'.{os.getpid()}.model'
+        shutil.copy(model, staged)
+        os.replace(staged, final)
+    return final

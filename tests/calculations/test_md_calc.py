@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import io
 import json
 import pathlib
@@ -21,12 +19,11 @@ from aiida_nmcml.data.trainingset import TrainingSet
 
 
 @pytest.fixture(scope='module')
-def committee(pytestconfig, tiny_foundation_model):
+def committee(tiny_foundation_model):
     """Two MaceModel nodes trained with different seeds (the second cached like the engine tests' one)."""
-    from aiida_nmcml import toymodel
+    from aiida_nmcml.testing import toymodel
 
-    key = hashlib.sha256(inspect.getsource(toymodel).encode()).hexdigest()[:12]
-    second = toymodel.train_tiny_mace(pathlib.Path(pytestconfig.cache.mkdir(f'tiny_mace_seed2_{key}')), seed=2)
+    second = toymodel.cached_tiny_mace(seed=2)
     return {'m0': MaceModel.get_or_create(tiny_foundation_model), 'm1': MaceModel.get_or_create(second)}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# ~1-3 epochs of the tiny architecture (aiida_nmcml/toymodel.py): a real training run in ~10 s.
+# ~1-3 epochs of the tiny architecture (aiida_nmcml/testing/toymodel.py): a real training run in ~10 s.
 TINY_PARAMETERS = {
     'model': 'MACE',
     'num_channels': 8,
@@ -20,7 +20,7 @@ TINY_PARAMETERS = {
 
 def toy_set(n: int, seed: int):
     from aiida_nmcml.data.trainingset import TrainingSet
-    from aiida_nmcml.toymodel import toy_frames
+    from aiida_nmcml.testing.toymodel import toy_frames
 
     return TrainingSet.from_frames(toy_frames(n, seed=seed)).store()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import pathlib
 import shutil
 
@@ -11,15 +9,12 @@ import pytest
 
 
 @pytest.fixture(scope='session')
-def second_tiny_model(pytestconfig, tmp_path_factory) -> pathlib.Path:
+def second_tiny_model(tmp_path_factory) -> pathlib.Path:
     """Same architecture and data as the foundation stand-in, other seed: a committee member that really differs."""
-    from aiida_nmcml import toymodel
+    from aiida_nmcml.testing import toymodel
 
-    key = hashlib.sha256(inspect.getsource(toymodel).encode()).hexdigest()[:12]
-    cache = pathlib.Path(pytestconfig.cache.mkdir(f'tiny_mace_seed2_{key}'))
-    model = toymodel.train_tiny_mace(cache, seed=2)
     target = tmp_path_factory.mktemp('seed2') / 'tiny2.model'
-    shutil.copy(model, target)
+    shutil.copy(toymodel.cached_tiny_mace(seed=2), target)
     return target
 
 

@@ -18,7 +18,7 @@ from aiida_nmcml.calculations.train import MaceTrainCalculation
 from aiida_nmcml.data.model import MaceModel
 from aiida_nmcml.data.trainingset import TrainingSet
 from aiida_nmcml.parsers.train import MaceTrainParser, parse_error_table
-from aiida_nmcml.toymodel import toy_frames
+from aiida_nmcml.testing.toymodel import toy_frames
 
 FIXTURES = pathlib.Path(__file__).parent.parent / 'fixtures' / 'mace_train'
 EXIT = MaceTrainCalculation.exit_codes

@@ -11,7 +11,7 @@ from aiida import orm
 
 from aiida_nmcml.data.model import MaceModel
 from aiida_nmcml.data.trainingset import TrainingSet
-from aiida_nmcml.toymodel import toy_frames
+from aiida_nmcml.testing.toymodel import toy_frames
 from aiida_nmcml.workflows.finetune import FinetuneWorkChain
 
 
