@@ -305,7 +305,8 @@ class NmcLattice:
         antisite_fraction = float(antisite_fraction)
         if not math.isfinite(antisite_fraction) or not 0.0 <= antisite_fraction <= 1.0:
             raise ValueError(
-                f'antisite_fraction must be within [0, 1] (fraction of Li swapped with Ni); got {antisite_fraction}'
+                'antisite_fraction must be within [0, 1] (fraction of Li-layer sites holding Ni); '
+                f'got {antisite_fraction}'
             )
         n_tm = len(self.tm_sites)
         occupancy = self.parent_occupancy()
@@ -337,36 +338,45 @@ class NmcLattice:
             tm_symbols = tm_symbols[rng.permutation(n_tm)]
         occupancy[self.tm_sites] = tm_symbols
 
-        # 2. Li vacancies
+        # 2. Li/Ni antisites, placed on the fully lithiated lattice (before any Li is removed): antisite_fraction is
+        #    the fraction of Li-layer *sites* holding Ni (Rietveld "Li/Ni mixing"), fixed at synthesis, so the same
+        #    fraction gives the same number of Ni_Li at every x_li. A swap keeps the composition (the Li goes to the
+        #    TM layer, where it stays: delithiation empties Li-layer sites only).
         n_li_sites = len(self.li_sites)
-        n_li = math.floor(x_li * n_li_sites + 0.5)
-        if not math.isclose(n_li, x_li * n_li_sites, abs_tol=1e-9):
-            notes.append(
-                f'x_li = {x_li} needs {x_li * n_li_sites:.3g} Li on {n_li_sites} Li sites: using {n_li} '
-                f'Li (x_li = {n_li / n_li_sites:.4g})'
-            )
-        vacancies = rng.choice(self.li_sites, n_li_sites - n_li, replace=False)
-        occupancy[vacancies] = VACANCY
-
-        # 3. Li/Ni antisites: swap Li on the Li layer with Ni on the TM layer (composition unchanged)
-        n_swap_exact = antisite_fraction * n_li
+        n_swap_exact = antisite_fraction * n_li_sites
         n_swap = math.floor(n_swap_exact + 0.5)
         if not math.isclose(n_swap, n_swap_exact, abs_tol=1e-9):
             notes.append(
-                f'antisite_fraction = {antisite_fraction} of {n_li} Li is {n_swap_exact:.3g} swaps: '
-                f'using {n_swap} Li/Ni antisite pairs'
+                f'antisite_fraction = {antisite_fraction} of {n_li_sites} Li-layer sites is {n_swap_exact:.3g} '
+                f'Ni_Li: using {n_swap} Li/Ni antisite pairs'
             )
         if n_swap:
-            li_atoms = self.li_sites[occupancy[self.li_sites] == 'Li']
             ni_atoms = self.tm_sites[occupancy[self.tm_sites] == 'Ni']
             if n_swap > len(ni_atoms):
                 raise ValueError(
                     f'antisite_fraction = {antisite_fraction} needs {n_swap} Ni to swap but the TM '
                     f'layer holds only {len(ni_atoms)} Ni'
                 )
-            li_pick = rng.choice(li_atoms, n_swap, replace=False)
+            li_pick = rng.choice(self.li_sites, n_swap, replace=False)
             ni_pick = rng.choice(ni_atoms, n_swap, replace=False)
             occupancy[li_pick], occupancy[ni_pick] = 'Ni', 'Li'
+
+        # 3. Li vacancies: x_li counts all Li per formula unit (antisite Li on the TM layer included); the vacancies
+        #    are made among the Li of the Li layer
+        n_li = math.floor(x_li * n_li_sites + 0.5)
+        if not math.isclose(n_li, x_li * n_li_sites, abs_tol=1e-9):
+            notes.append(
+                f'x_li = {x_li} needs {x_li * n_li_sites:.3g} Li on {n_li_sites} Li sites: using {n_li} '
+                f'Li (x_li = {n_li / n_li_sites:.4g})'
+            )
+        layer_li = self.li_sites[occupancy[self.li_sites] == 'Li']
+        if n_li_sites - n_li > len(layer_li):
+            raise ValueError(
+                f'x_li = {x_li} leaves {n_li} Li, fewer than the {n_swap} Li on the TM layer that '
+                f'antisite_fraction = {antisite_fraction} puts there: raise x_li or lower antisite_fraction'
+            )
+        vacancies = rng.choice(layer_li, n_li_sites - n_li, replace=False)
+        occupancy[vacancies] = VACANCY
 
         record = {
             'x_li_actual': n_li / n_li_sites,
@@ -392,15 +402,14 @@ class NmcLattice:
         return occupancy
 
     def to_atoms(self, occupancy):
-        """ASE Atoms of the occupied sites, with ``arrays['site_index']`` and ``arrays['sublattice']``."""
-        from ase import Atoms
+        """ASE Atoms of the occupied sites, with ``arrays['site_index']`` and ``arrays['sublattice']``.
 
-        occupancy = self.validate_occupancy(occupancy)
-        keep = np.flatnonzero(occupancy != VACANCY)
-        atoms = Atoms(symbols=occupancy[keep].tolist(), positions=self.positions[keep], cell=self.cell, pbc=True)
-        atoms.arrays['site_index'] = keep.astype(int)
-        atoms.arrays['sublattice'] = self.sublattice[keep].copy()
-        return atoms
+        The conversion itself is the GA engine's (:func:`aiida_nmcml.engine.ga_lattice.occupied_atoms`, no AiiDA), so a
+        GA candidate and a built structure have one layout.
+        """
+        from .engine.ga_lattice import occupied_atoms
+
+        return occupied_atoms(self.cell, self.positions, self.sublattice, self.validate_occupancy(occupancy))
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -542,7 +551,8 @@ def build_nmc(
     counts with an :class:`NmcStructureWarning`). ``x_li`` in [0, 1] sets Li vacancies on the Li layer. ``seed``
     fixes the random TM order, vacancy and antisite sites and which Ni are oxidised; ``None`` draws one and records
     it. ``tm_order`` (one symbol per TM site) replaces the random TM order. ``antisite_fraction`` is the fraction of
-    the Li atoms swapped with TM-layer Ni. ``magnetic``: True / ``'spin_only'`` (default scheme, see module
+    Li-layer *sites* holding Ni (each swapped with a TM-layer Ni), placed before Li is removed, so it does not depend on
+    ``x_li``. ``magnetic``: True / ``'spin_only'`` (default scheme, see module
     docstring), ``'mp'``, or False (zero moments).
 
     Warnings are also recorded in ``atoms.info['nmcml']['warnings']``, so a stored structure says it was rounded.

@@ -172,11 +172,29 @@ def test_antisites_swap_li_and_ni(x_li, fraction):
     atoms = build_quietly(120, x_li=x_li, seed=4, antisite_fraction=fraction)
     symbols = np.array(atoms.get_chemical_symbols())
     sub = atoms.arrays['sublattice']
-    n_pairs = round(fraction * 30 * x_li)
+    n_pairs = round(fraction * 30)  # a fraction of the 30 Li-layer sites, whatever x_li
     assert np.sum((symbols == 'Ni') & (sub == 'li')) == n_pairs
     assert np.sum((symbols == 'Li') & (sub == 'tm')) == n_pairs
     assert atoms.info['nmcml']['n_antisite_pairs'] == n_pairs
     assert sorted(symbols) == sorted(reference.get_chemical_symbols())  # a swap keeps the composition
+
+
+@pytest.mark.parametrize('fraction', [0.1, 0.2])
+def test_antisite_count_is_independent_of_li_content(fraction):
+    """The fraction is per Li-layer site and placed before Li is removed (Rietveld Li/Ni mixing, fixed at synthesis):
+    the same fraction gives the same Ni_Li count at x = 0.5 as at x = 1, and delithiation leaves the Ni_Li in place."""
+    counts = {}
+    for x_li in (1.0, 0.5):
+        atoms = build_quietly(120, x_li=x_li, seed=4, antisite_fraction=fraction)
+        symbols, sub = np.array(atoms.get_chemical_symbols()), atoms.arrays['sublattice']
+        counts[x_li] = int(np.sum((symbols == 'Ni') & (sub == 'li')))
+        assert np.sum(symbols == 'Li') == round(30 * x_li)  # x_li counts every Li, the TM-layer ones included
+    assert counts[0.5] == counts[1.0] == round(30 * fraction)
+
+
+def test_antisites_need_li_left_on_the_tm_layer():
+    with pytest.raises(ValueError, match='raise x_li or lower antisite_fraction'):
+        st.build_nmc(40, x_li=0.0, seed=0, antisite_fraction=0.2)
 
 
 def test_seed_reproducibility():

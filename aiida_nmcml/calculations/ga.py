@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiida import orm
 
+from ..common import exit_codes
 from ..engine import ga as ga_engine
 from ..workflows.protocols.utils import ProtocolMixin
 from .base import EngineCalculation, models_missing_elements
@@ -30,8 +31,7 @@ def build_lattice_atoms(spec: dict):
         tm_order=spec.get('tm_order'),
         antisite_fraction=spec.get('antisite_fraction', 0.0),
     )
-    lattice = Lattice(nmc.cell.copy(), nmc.positions.copy(), nmc.sublattice.astype('<U2'), occupancy)
-    return lattice.lattice_atoms(occupancy)
+    return Lattice.from_nmc(nmc, occupancy).lattice_atoms(occupancy)
 
 
 def validate_inputs(inputs, _):
@@ -85,7 +85,7 @@ class GaCalculation(ProtocolMixin, EngineCalculation):
             help='Energies of the top-K, evaluation counts, convergence flag and history.',
         )
         spec.output('history', valid_type=orm.ArrayData, required=False, help='Best/mean energy per generation.')
-        spec.exit_code(330, 'ERROR_GA_NOT_CONVERGED', message='{message}')
+        exit_codes.declare(spec, 'ERROR_GA_NOT_CONVERGED')  # 7xx: the candidates are attached
 
     @classmethod
     def get_builder_from_protocol(cls, code, lattice, models=None, protocol=None, overrides=None):

@@ -11,8 +11,10 @@ smallest image under those site permutations, so the population can hold distinc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +23,39 @@ from .common import EngineError
 
 VACANCY = 'X'
 SPECIES_ORDER = ('X', 'Li', 'Ni', 'Mn', 'Co', 'O')  # code of a symbol in the keys; unknown symbols sort after
+
+
+@functools.lru_cache(maxsize=256)
+def species_code(symbol: str) -> int:
+    """Integer code of a symbol in the canonical keys, the same in every process.
+
+    Why: keys are compared across runs (restarts, the search summary, DFT verification keys), so they must not use
+    Python's ``hash`` of a string, which is randomised per process (PYTHONHASHSEED). The standard species come first
+    in :data:`SPECIES_ORDER`; any other element sorts after them by atomic number; a non-element string by CRC-32.
+    """
+    if symbol in SPECIES_ORDER:
+        return SPECIES_ORDER.index(symbol)
+    from ase.data import atomic_numbers
+
+    if symbol in atomic_numbers:
+        return len(SPECIES_ORDER) + atomic_numbers[symbol]
+    return 1000 + zlib.crc32(symbol.encode()) % 30000  # fits int16, above every element code
+
+
+def occupied_atoms(cell, positions, sublattice, occupancy):
+    """Atoms of the occupied sites of a lattice (vacancies dropped), with ``site_index`` and ``sublattice`` arrays.
+
+    The one conversion from an occupancy to a structure, used by :class:`Lattice` here and by
+    ``aiida_nmcml.structures.NmcLattice``, so a GA candidate and a built structure cannot differ in layout.
+    """
+    from ase import Atoms
+
+    occupancy = np.asarray(occupancy)
+    keep = np.flatnonzero(occupancy != VACANCY)
+    atoms = Atoms(symbols=occupancy[keep].tolist(), positions=np.asarray(positions)[keep], cell=cell, pbc=True)
+    atoms.arrays['site_index'] = keep.astype(int)
+    atoms.arrays['sublattice'] = np.asarray(sublattice)[keep].astype('<U2')
+    return atoms
 
 
 def infer_sublattice(symbols) -> np.ndarray:
@@ -48,6 +83,20 @@ class Lattice:
         return cls(cell=atoms.cell.array.copy(), positions=atoms.positions.copy(), sublattice=sub, start=symbols)
 
     @classmethod
+    def from_nmc(cls, nmc, occupancy) -> Lattice:
+        """The search lattice of an ``NmcLattice`` (or anything with ``cell``, ``positions``, ``sublattice``).
+
+        The one place the structures module's fixed lattice becomes the GA's; duck-typed, so the engine needs neither
+        AiiDA nor the structures module.
+        """
+        return cls(
+            cell=np.array(nmc.cell, dtype=float),
+            positions=np.array(nmc.positions, dtype=float),
+            sublattice=np.asarray(nmc.sublattice).astype('<U2'),
+            start=np.asarray(occupancy).astype('<U2'),
+        )
+
+    @classmethod
     def read(cls, path: str) -> Lattice:
         from ase.io import read
 
@@ -58,14 +107,7 @@ class Lattice:
 
     def to_atoms(self, occupancy):
         """Atoms of the occupied sites (vacancies dropped), with ``site_index`` and ``sublattice`` arrays."""
-        from ase import Atoms
-
-        occupancy = np.asarray(occupancy)
-        keep = np.flatnonzero(occupancy != VACANCY)
-        atoms = Atoms(symbols=occupancy[keep].tolist(), positions=self.positions[keep], cell=self.cell, pbc=True)
-        atoms.arrays['site_index'] = keep
-        atoms.arrays['sublattice'] = self.sublattice[keep]
-        return atoms
+        return occupied_atoms(self.cell, self.positions, self.sublattice, occupancy)
 
     def lattice_atoms(self, occupancy):
         """All sites, vacancies as ``X``: the lattice-file form of an occupancy."""
@@ -122,8 +164,7 @@ class Lattice:
         return np.unique(np.array(perms), axis=0)
 
     def codes(self, occupancy) -> np.ndarray:
-        index = {s: i for i, s in enumerate(SPECIES_ORDER)}
-        return np.array([index.get(s, len(SPECIES_ORDER) + hash(s) % 100) for s in occupancy], dtype=np.int16)
+        return np.array([species_code(str(s)) for s in occupancy], dtype=np.int16)
 
     def canonical_key(self, occupancy) -> str:
         """Short hash of the smallest image of the occupancy under the lattice's symmetry operations."""

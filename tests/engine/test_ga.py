@@ -24,10 +24,10 @@ def make_lattice(supercell, x_li, composition, antisite_fraction=0.0, seed=1) ->
         warnings.simplefilter('ignore')
         nmc = NmcLattice.from_supercell(supercell)
         occ = nmc.default_occupancy(x_li=x_li, composition=composition, seed=seed, antisite_fraction=antisite_fraction)
-    return Lattice(nmc.cell.copy(), nmc.positions.copy(), nmc.sublattice.astype('<U2'), occ)
+    return Lattice.from_nmc(nmc, occ)
 
 
-ANTISITE = make_lattice((2, 2, 2), 0.5, {'Ni': 0.75, 'Mn': 0.125, 'Co': 0.125}, antisite_fraction=0.25)
+ANTISITE = make_lattice((2, 2, 2), 0.5, {'Ni': 0.75, 'Mn': 0.125, 'Co': 0.125}, antisite_fraction=0.125)
 SMALL = make_lattice((3, 3, 1), 4 / 9, {'Ni': 7 / 9, 'Mn': 1 / 9, 'Co': 1 / 9})
 
 
@@ -74,6 +74,49 @@ def test_canonical_key_identifies_symmetry_equivalents():
     assert len(configs) == 3920
     assert 30 < len(by_key) < 3920 / 8
     assert all(np.ptp(values) < 1e-9 for values in by_key.values())
+
+
+KEY_SCRIPT = """
+import sys, warnings
+import numpy as np
+from aiida_nmcml.engine.ga_lattice import Lattice
+from aiida_nmcml.structures import NmcLattice
+warnings.simplefilter('ignore')
+nmc = NmcLattice.from_supercell((2, 2, 1))
+occ = nmc.default_occupancy(x_li=0.5, composition={'Ni': 0.5, 'Mn': 0.25, 'Co': 0.25}, seed=3)
+occ[occ == 'Co'] = 'Al'  # an element outside the standard species list
+print(Lattice.from_nmc(nmc, occ).canonical_key(occ))
+"""
+
+
+def test_canonical_key_is_the_same_in_every_process():
+    """Keys must not depend on Python's per-process string hash: two interpreters with different PYTHONHASHSEED give
+    the same key for an ordering holding an element outside X/Li/Ni/Mn/Co/O (Al here)."""
+    import os
+    import subprocess
+    import sys
+
+    keys = set()
+    for hash_seed in ('1', '2', '12345'):
+        env = {**os.environ, 'PYTHONHASHSEED': hash_seed}
+        out = subprocess.run([sys.executable, '-c', KEY_SCRIPT], env=env, capture_output=True, text=True, check=True)
+        keys.add(out.stdout.strip())
+    assert len(keys) == 1 and len(keys.pop()) == 16
+
+
+def test_lattice_from_nmc_matches_the_structures_module():
+    """One conversion NmcLattice -> GA Lattice, and one occupancy -> Atoms: both classes give the same structure."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        nmc = NmcLattice.from_supercell(40)
+        occ = nmc.default_occupancy(x_li=0.5, seed=2, antisite_fraction=0.1)
+    lat = Lattice.from_nmc(nmc, occ)
+    a, b = lat.to_atoms(occ), nmc.to_atoms(occ)
+    assert a.get_chemical_symbols() == b.get_chemical_symbols() and np.allclose(a.positions, b.positions)
+    assert np.array_equal(a.arrays['site_index'], b.arrays['site_index'])
+    assert list(a.arrays['sublattice']) == list(b.arrays['sublattice'])
+    assert lat.composition(occ)['li'] == {'Li': 4, 'Ni': 1, 'X': 5}  # 5 Li in all: one went to the TM layer
+    assert lat.composition(occ)['tm'] == {'Co': 1, 'Li': 1, 'Mn': 1, 'Ni': 7}
 
 
 def test_population_holds_distinct_orderings():
