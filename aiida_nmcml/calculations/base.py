@@ -13,9 +13,23 @@ from aiida import orm
 from aiida.common import datastructures
 from aiida.engine import CalcJob
 
+from ..common import exit_codes
 from ..engine.common import STATUS_FILENAME
 
 INPUT_FILENAME = 'input.json'
+
+# Exit codes every engine calcjob can return (subclasses declare their own extra ones, e.g. the MD stop rules).
+ENGINE_EXIT_LABELS = (
+    'ERROR_INVALID_INPUT',
+    'ERROR_DEVICE_UNAVAILABLE',
+    'ERROR_MISSING_STATUS_FILE',
+    'ERROR_MISSING_OUTPUT_FILES',
+    'ERROR_MODEL_HASH_MISMATCH',
+    'ERROR_MODEL_CORRUPT',
+    'ERROR_ENGINE_INTERNAL',
+    'ERROR_OUT_OF_MEMORY',
+    'ERROR_NAN_FORCES',
+)
 
 
 def models_missing_elements(models: dict, elements) -> str | None:
@@ -63,33 +77,8 @@ class EngineCalculation(CalcJob):
         )
         spec.output('engine_status', valid_type=orm.Dict, required=False, help='Status written by the engine.')
 
-        spec.exit_code(300, 'ERROR_NO_RETRIEVED_FOLDER', message='The retrieved folder could not be accessed.')
-        spec.exit_code(
-            301,
-            'ERROR_MISSING_STATUS_FILE',
-            message='The engine wrote no status file: it was killed '
-            '(walltime, out of memory on the node?). Check the scheduler output and resubmit with more time.',
-        )
-        spec.exit_code(
-            302, 'ERROR_MISSING_OUTPUT_FILES', message='The engine reported success but files are missing: {files}'
-        )
-        spec.exit_code(310, 'ERROR_INVALID_INPUT', message='The engine rejected its input: {message}')
-        spec.exit_code(
-            311, 'ERROR_MODEL_HASH_MISMATCH', message="A model file does not match its node's sha256: {message}"
-        )
-        spec.exit_code(312, 'ERROR_MODEL_CORRUPT', message='A model file could not be loaded: {message}')
-        spec.exit_code(313, 'ERROR_NAN_FORCES', message='The model returned non-finite forces: {message}')
-        spec.exit_code(
-            314,
-            'ERROR_OUT_OF_MEMORY',
-            message='Out of memory: {message}. Use a smaller cell, fewer replicas, or a device with more memory.',
-        )
-        spec.exit_code(
-            315,
-            'ERROR_DEVICE_UNAVAILABLE',
-            message='{message}. Request a GPU node (see docs: GPU jobs) or set device=cpu.',
-        )
-        spec.exit_code(399, 'ERROR_ENGINE_INTERNAL', message='The engine crashed: {message}')
+        # Numbers and messages from the plugin's one exit-code table (docs/dev/exit_codes.md).
+        exit_codes.declare(spec, *ENGINE_EXIT_LABELS)
 
     @classmethod
     def builder_from_protocol_inputs(cls, code, inputs: dict, models=None):

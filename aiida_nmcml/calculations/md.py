@@ -1,7 +1,7 @@
 """``nmcml.md``: MACE MD with on-the-fly committee uncertainty (``aiida-nmcml-engine md``).
 
 A run stopped by a rule (uncertainty above the hard limit, atoms too close, temperature runaway) still outputs every
-frame it wrote, with its own exit code (320-322), so active learning can harvest it. A killed run continues: pass its
+frame it wrote, with its own exit code (710-712), so active learning can harvest it. A killed run continues: pass its
 ``remote_folder`` as ``parent_folder`` (trajectory, logs and checkpoint are copied; the engine cuts records newer than
 the checkpoint and continues to ``steps``), or only its ``checkpoint`` output (a fresh trajectory starts there).
 """
@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from aiida import orm
 
-from ..engine import md_io
+from ..common import exit_codes
+from ..engine import md_config, md_io
 from ..workflows.protocols.utils import ProtocolMixin
 from .base import EngineCalculation, models_missing_elements
 
 STRUCTURE_FILENAME = 'structure.extxyz'
+STOP_EXIT_LABELS = ('ERROR_UNCERTAINTY_EXCEEDED', 'ERROR_ATOMS_TOO_CLOSE', 'ERROR_TEMPERATURE_RUNAWAY')
 PARENT_FILES = (md_io.TRAJECTORY, md_io.CANDIDATES, md_io.THERMO, md_io.UNCERTAINTY, md_io.CHECKPOINT)
 
 
 def validate_inputs(inputs, _):
+    """Refuse before submission what the engine would refuse (or worse, run): the engine's own :data:`SCHEMA`
+    (unknown keys name the closest valid one; physical ranges), plus the keys that come from input nodes."""
     if not inputs.get('models'):
         return 'give at least one model in the `models` namespace (two or more for committee uncertainty)'
     if 'parent_folder' in inputs and 'checkpoint' in inputs:
@@ -27,6 +31,9 @@ def validate_inputs(inputs, _):
     for key in ('structure', 'models', 'device', 'restart_from'):
         if key in params:
             return f'parameters may not set `{key}`: it comes from the input nodes'
+    errors = md_config.SCHEMA.errors(params, 'parameters')
+    if errors:
+        return '\n'.join(errors)
     if 'structure' in inputs:
         return models_missing_elements(inputs.get('models'), set(inputs['structure'].get_symbols_set()))
     return None
@@ -86,9 +93,8 @@ class MdCalculation(ProtocolMixin, EngineCalculation):
             'stop_structure', valid_type=orm.StructureData, required=False, help='The frame at which a stop rule fired.'
         )
         spec.output('output_parameters', valid_type=orm.Dict, required=False, help='Run summary.')
-        spec.exit_code(320, 'ERROR_UNCERTAINTY_EXCEEDED', message='Stopped: {message}')
-        spec.exit_code(321, 'ERROR_ATOMS_TOO_CLOSE', message='Stopped: {message}')
-        spec.exit_code(322, 'ERROR_TEMPERATURE_RUNAWAY', message='Stopped: {message}')
+        # Stop rules: 7xx, the outputs written so far are attached (docs/dev/exit_codes.md).
+        exit_codes.declare(spec, *STOP_EXIT_LABELS, 'ERROR_NON_FINITE', 'ERROR_RESTART_FILES_MISSING')
 
     @classmethod
     def get_builder_from_protocol(cls, code, structure, models=None, protocol=None, overrides=None):
@@ -99,13 +105,19 @@ class MdCalculation(ProtocolMixin, EngineCalculation):
         return builder
 
     def write_inputs(self, folder, config: dict) -> dict:
-        with folder.open(STRUCTURE_FILENAME, 'w') as handle:
-            from ase.io import write
+        """The structure with its ``nmcml_*`` site data as per-atom arrays (initial moments, sublattice labels), so the
+        engine's frames carry them on to labelling; a restart names the checkpoint, so that its absence is refused
+        (``ERROR_RESTART_FILES_MISSING``) instead of silently starting again at step 0."""
+        from ase.io import write
 
-            write(handle, self.inputs.structure.get_ase(), format='extxyz')
+        from ..structures import from_structure_data
+
+        with folder.open(STRUCTURE_FILENAME, 'w') as handle:
+            write(handle, from_structure_data(self.inputs.structure), format='extxyz')
         config['structure'] = STRUCTURE_FILENAME
         restarting = 'parent_folder' in self.inputs or 'checkpoint' in self.inputs
-        config['restart_from'] = md_io.CHECKPOINT if restarting else None
+        # 'auto' (fresh run): a job the scheduler re-queues in its directory continues from its own checkpoint
+        config['restart_from'] = md_io.CHECKPOINT if restarting else 'auto'
         return config
 
     def prepare_for_submission(self, folder):

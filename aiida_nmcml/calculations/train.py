@@ -21,6 +21,7 @@ from aiida import orm
 from aiida.common import datastructures
 from aiida.engine import CalcJob
 
+from ..common import exit_codes
 from ..data.model import MaceModel
 from ..data.trainingset import TrainingSet
 
@@ -33,6 +34,17 @@ FOUNDATION_FILENAME = 'foundation.model'
 STDOUT_FILENAME = 'mace_train.out'
 STDERR_FILENAME = 'mace_train.err'
 HASH_CHECK_FILENAME = 'hash_check.err'
+
+TRAIN_EXIT_LABELS = (
+    'ERROR_MISSING_OUTPUT_FILES',
+    'ERROR_NAN_LOSS',
+    'ERROR_OUT_OF_MEMORY',
+    'ERROR_FOUNDATION_MISSING_ELEMENTS',
+    'ERROR_EMPTY_DATASET',
+    'ERROR_DEVICE_UNAVAILABLE',
+    'ERROR_MODEL_HASH_MISMATCH',
+    'ERROR_TRAINING_FAILED',
+)
 
 # The keys of the data contract (docs/dev/contracts.md): fixed, not hyperparameters.
 DATA_KEYS = {'energy_key': 'REF_energy', 'forces_key': 'REF_forces', 'stress_key': 'REF_stress'}
@@ -203,38 +215,8 @@ class MaceTrainCalculation(CalcJob):
         )
         spec.default_output_node = 'metrics'
 
-        spec.exit_code(300, 'ERROR_NO_RETRIEVED_FILES', message='The retrieved folder lacks {files}.')
-        spec.exit_code(
-            310,
-            'ERROR_NAN_LOSS',
-            message='The loss became NaN at epoch {epoch}: lower the learning rate '
-            '(lr), check the data for outliers, or use float64.',
-        )
-        spec.exit_code(
-            311,
-            'ERROR_OUT_OF_MEMORY',
-            message='Out of memory: lower batch_size / valid_batch_size or use a device with more memory. {detail}',
-        )
-        spec.exit_code(
-            312,
-            'ERROR_FOUNDATION_MISSING_ELEMENTS',
-            message='The foundation model lacks elements '
-            '{missing} of the data: choose a foundation model that covers them.',
-        )
-        spec.exit_code(313, 'ERROR_EMPTY_DATASET', message='mace_run_train found no data: {detail}')
-        spec.exit_code(
-            314,
-            'ERROR_DEVICE_UNAVAILABLE',
-            message='device=cuda but the job saw no GPU: request one '
-            '(custom_scheduler_commands, docs: GPU jobs) or use device=cpu. {detail}',
-        )
-        spec.exit_code(
-            315,
-            'ERROR_MODEL_HASH_MISMATCH',
-            message='The foundation model file on the computer does not '
-            'match its node sha256; it was not loaded. {detail}',
-        )
-        spec.exit_code(350, 'ERROR_TRAINING_FAILED', message='mace_run_train produced no model: {detail}')
+        # Numbers from the plugin's one exit-code table (docs/dev/exit_codes.md); messages of the train family.
+        exit_codes.declare(spec, *TRAIN_EXIT_LABELS, family='train')
 
     def build_config(self) -> dict:
         """The ``--config`` YAML: plugin defaults < user parameters < values fixed by the input nodes."""

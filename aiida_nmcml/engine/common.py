@@ -14,6 +14,8 @@ import pathlib
 import time
 from dataclasses import dataclass
 
+from ..common.exit_codes import ENGINE_EXIT_CODES
+
 STATUS_FILENAME = 'engine_status.json'
 
 
@@ -26,24 +28,10 @@ class EngineError(Exception):
         self.message = message
 
 
-# Stable status names -> process exit codes of the engine. Parsers map the *names* to CalcJob exit codes, so the
-# numbers here only matter for someone running the engine by hand.
-EXIT_CODES: dict[str, int] = {
-    'ok': 0,
-    'invalid_input': 2,
-    'model_hash_mismatch': 3,
-    'model_corrupt': 4,
-    'nan_forces': 5,
-    'out_of_memory': 6,
-    'device_unavailable': 7,
-    # MD stop rules: the trajectory written so far is kept
-    'uncertainty_exceeded': 20,
-    'atoms_too_close': 21,
-    'temperature_runaway': 22,
-    # GA
-    'ga_not_converged': 30,
-    'internal_error': 99,
-}
+# Stable status names -> process exit codes of the engine. Parsers map the *names* to CalcJob exit codes through the
+# plugin's one table (aiida_nmcml/common/exit_codes.py, pure Python like the engine), so the numbers here only matter
+# for someone running the engine by hand. A new status is added to that table, never only here.
+EXIT_CODES: dict[str, int] = dict(ENGINE_EXIT_CODES)
 
 
 def read_input(path: str | os.PathLike) -> dict:

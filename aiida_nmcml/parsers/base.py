@@ -5,19 +5,14 @@ from __future__ import annotations
 import json
 
 from aiida import orm
+from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
+from ..common.exit_codes import ENGINE_STATUS_TO_LABEL
 from ..engine.common import STATUS_FILENAME
 
-STATUS_TO_EXIT_CODE = {
-    'invalid_input': 'ERROR_INVALID_INPUT',
-    'model_hash_mismatch': 'ERROR_MODEL_HASH_MISMATCH',
-    'model_corrupt': 'ERROR_MODEL_CORRUPT',
-    'nan_forces': 'ERROR_NAN_FORCES',
-    'out_of_memory': 'ERROR_OUT_OF_MEMORY',
-    'device_unavailable': 'ERROR_DEVICE_UNAVAILABLE',
-    'internal_error': 'ERROR_ENGINE_INTERNAL',
-}
+# Engine status names -> exit-code labels, from the one table (aiida_nmcml/common/exit_codes.py).
+STATUS_TO_EXIT_CODE = dict(ENGINE_STATUS_TO_LABEL)
 
 
 class EngineParser(Parser):
@@ -39,6 +34,11 @@ class EngineParser(Parser):
 
     def parse(self, **kwargs):
         if not self.has_file(STATUS_FILENAME):
+            # Killed before the engine could write its status: the scheduler's own verdict (e.g. 120 out of
+            # walltime, set on the node before the parser runs) is more specific than ours, as in aiida-qe's PwParser.
+            scheduler_status = self.node.exit_status
+            if scheduler_status:
+                return ExitCode(scheduler_status, self.node.exit_message)
             return self.exit_codes.ERROR_MISSING_STATUS_FILE
         status = self.read_json(STATUS_FILENAME)
         self.out('engine_status', orm.Dict(status))

@@ -17,6 +17,7 @@ import re
 
 import numpy as np
 from aiida import orm
+from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from ..calculations.train import (
@@ -179,6 +180,9 @@ class MaceTrainParser(Parser):
             return self.exit_codes.ERROR_OUT_OF_MEMORY.format(detail=tail)
         if 'no cuda device available' in lowered or 'no cuda gpus are available' in lowered:
             return self.exit_codes.ERROR_DEVICE_UNAVAILABLE.format(detail=tail)
+        if self.node.exit_status:
+            # Killed by the scheduler (e.g. 120 out of walltime): its verdict, as in aiida-qe's PwParser.
+            return ExitCode(self.node.exit_status, self.node.exit_message)
         inputs = self.node.inputs
         if 'foundation_model' in inputs:
             needed = set(inputs.training_set.elements)
@@ -190,5 +194,5 @@ class MaceTrainParser(Parser):
         if re.search(r'empty file|no training data|0 configurations', stderr, flags=re.IGNORECASE):
             return self.exit_codes.ERROR_EMPTY_DATASET.format(detail=tail)
         if not stderr and not stdout:
-            return self.exit_codes.ERROR_NO_RETRIEVED_FILES.format(files=f'{STDOUT_FILENAME}, {STDERR_FILENAME}')
+            return self.exit_codes.ERROR_MISSING_OUTPUT_FILES.format(files=f'{STDOUT_FILENAME}, {STDERR_FILENAME}')
         return self.exit_codes.ERROR_TRAINING_FAILED.format(detail=tail)

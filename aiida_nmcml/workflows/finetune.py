@@ -11,6 +11,7 @@ from aiida import orm
 from aiida.engine import ToContext, WorkChain, calcfunction
 
 from ..calculations.evaluate import EvaluateCalculation
+from ..common import exit_codes
 from ..calculations.train import MaceTrainCalculation
 from ..data.model import MaceModel
 from ..data.trainingset import TrainingSet
@@ -93,8 +94,7 @@ class FinetuneWorkChain(ProtocolMixin, WorkChain):
             help='The held-out frames when they were split off training_set.',
         )
 
-        spec.exit_code(400, 'ERROR_TRAINING_FAILED', message='Committee members failed: {failures}')
-        spec.exit_code(401, 'ERROR_EVALUATION_FAILED', message='Committee evaluation failed: {message}')
+        exit_codes.declare(spec, 'ERROR_MEMBERS_FAILED', 'ERROR_EVALUATION_FAILED')  # docs/dev/exit_codes.md
 
     @staticmethod
     def validate_inputs(inputs, _):
@@ -200,7 +200,7 @@ class FinetuneWorkChain(ProtocolMixin, WorkChain):
             if not self.ctx[key].is_finished_ok
         ]
         if failures:
-            return self.exit_codes.ERROR_TRAINING_FAILED.format(failures='; '.join(failures))
+            return self.exit_codes.ERROR_MEMBERS_FAILED.format(failures='; '.join(failures))
         self.ctx.members = keys
         return None
 

@@ -18,9 +18,15 @@ from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain
 from aiida.orm.nodes.data.base import to_aiida_type
 
+from aiida_nmcml.common import exit_codes
 from aiida_nmcml.data.trainingset import TrainingSet
 from aiida_nmcml.dft.common import ENGINES, LabelInputError, check_structure
-from aiida_nmcml.dft.frames import collect_labelled_frames, frames_to_structures
+from aiida_nmcml.dft.frames import (
+    collect_labelled_frames,
+    derive_starting_moments,
+    frames_to_structures,
+    needs_starting_moments,
+)
 from aiida_nmcml.workflows.protocols.utils import ProtocolMixin
 
 ENGINE_PLUGINS = {'qe': 'quantumespresso.pw', 'vasp': 'vasp.vasp'}
@@ -39,11 +45,15 @@ def validate_inputs(inputs, _):
         return 'nothing to label: pass `structures` (a namespace of StructureData) or `frames` (a TrainingSet).'
     settings = inputs['settings'].get_dict()
     engine = inputs['engine'].value
-    if engine not in settings:
-        return f'settings hold no {engine!r} section: build the inputs with LabelWorkChain.get_builder_from_protocol.'
+    from aiida_nmcml.dft.settings import check_resolved_settings
+
+    message = check_resolved_settings(settings, engine)
+    if message:
+        return message
     try:
         for key, structure in structures.items():
             check_structure(key, structure)
+        check_starting_moments(structures, inputs.get('frames'), settings)
         if engine == 'qe':
             from aiida_nmcml.dft.qe_inputs import check_pseudos, load_pseudo_family
 
@@ -64,6 +74,42 @@ def validate_inputs(inputs, _):
             f'code {code.full_label!r} runs {code.default_calc_job_plugin!r}, but engine {engine!r} needs {plugin!r}.'
         )
     return None
+
+
+def check_starting_moments(structures: dict, frames, settings: dict) -> None:
+    """Refuse frames that would start spin-polarised DFT from all-zero moments (they converge non-magnetic).
+
+    Why: pw.x accepts explicit zero ``starting_magnetization`` with nspin=2 and converges to the non-magnetic state,
+    eV per Ni away from the magnetic labels. Structures and frames are first given the builder's moments where they
+    have sublattice labels (exactly what :meth:`LabelWorkChain.setup` will do), then checked. A deliberately
+    non-magnetic run needs ``allow_nonmagnetic_start: true`` in the settings.
+    """
+    from aiida_nmcml.dft.common import kind_magmoms
+    from aiida_nmcml.dft.frames import atoms_to_structure, starting_atoms
+    from aiida_nmcml.structures import from_structure_data
+
+    if settings.get('allow_nonmagnetic_start'):
+        return
+    candidates = {}
+    for key, structure in structures.items():
+        if needs_starting_moments(structure):
+            structure = atoms_to_structure(starting_atoms(from_structure_data(structure)))
+        candidates[key] = structure
+    if frames is not None:
+        for index, atoms in enumerate(frames.get_frames()):
+            candidates[f'frames[{index}]'] = atoms_to_structure(starting_atoms(atoms))
+    zero = [
+        key
+        for key, structure in candidates.items()
+        if not any(abs(m) > 1e-8 for m in kind_magmoms(structure, settings.get('magmoms', {})).values())
+    ]
+    if zero:
+        raise LabelInputError(
+            f'{len(zero)} frame(s) would start spin-polarised DFT with all initial moments zero and converge '
+            f'non-magnetic: {", ".join(zero[:5])}{" ..." if len(zero) > 5 else ""}. Give them sublattice labels '
+            "(arrays['sublattice'], as structures.build_nmc writes) or non-zero initial moments, or set "
+            "overrides={'allow_nonmagnetic_start': True} if a non-magnetic run is intended."
+        )
 
 
 class LabelWorkChain(ProtocolMixin, WorkChain):
@@ -87,18 +133,13 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         )  # fmt: skip
         spec.input(
             'min_success_fraction', valid_type=orm.Float, serializer=to_aiida_type, default=lambda: orm.Float(0.5),
-            help='Below this fraction of successful frames the work chain fails (exit 320).',
+            help='Below this fraction of successful frames the work chain fails (exit 530, ERROR_TOO_FEW_LABELLED).',
         )  # fmt: skip
         spec.inputs.validator = validate_inputs
         spec.outline(cls.setup, cls.run_calculations, cls.inspect_calculations, cls.results)
         spec.output('labelled', valid_type=TrainingSet, required=False, help='The frames that were labelled.')
         spec.output('failures', valid_type=orm.Dict, help='Frame key → reason, exit status, process uuid.')
-        spec.exit_code(310, 'ERROR_NO_STRUCTURES', message='the `frames` input holds no frames to label.')
-        spec.exit_code(
-            320, 'ERROR_TOO_FEW_LABELLED',
-            message='only {succeeded} of {total} frames were labelled (< {fraction:.0%}); see the `failures` output '
-            'and the children\'s reports, fix the protocol (mixing, walltime, cutoffs) and relabel.',
-        )  # fmt: skip
+        exit_codes.declare(spec, 'ERROR_NO_STRUCTURES', 'ERROR_TOO_FEW_LABELLED')  # docs/dev/exit_codes.md
 
     @classmethod
     def get_builder_from_protocol(
@@ -114,7 +155,9 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         """A builder with the resolved protocol; ``structures`` is a list or dict of StructureData.
 
         ``overrides`` follow the YAML layout, e.g. ``{'hubbard_u': {}, 'qe': {'kpoints_distance': 0.3}}``; they
-        merge into the protocol, except ``hubbard_u``, which replaces it (``{}`` switches U off).
+        merge into the protocol, except ``hubbard_u``, which replaces it (``{}`` switches U off). Unknown keys and
+        out-of-range values raise :class:`LabelInputError` naming the closest valid key (schema:
+        ``aiida_nmcml.dft.settings``).
         """
         if engine not in ENGINES:
             raise LabelInputError(f'unknown engine {engine!r}: choose one of {", ".join(ENGINES)}.')
@@ -122,13 +165,18 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
             code = orm.load_code(code)
         inputs = cls.get_protocol_inputs(protocol, overrides)
         if overrides and 'hubbard_u' in overrides:  # replaced, not merged: {} must mean plain DFT
-            inputs['hubbard_u'] = dict(overrides['hubbard_u'])
+            inputs['hubbard_u'] = dict(overrides['hubbard_u'] or {})
+        from aiida_nmcml.dft.settings import check_label_inputs
+
+        check_label_inputs(inputs, 'overrides' if overrides else 'protocol')
         settings = {
-            'functional': inputs[engine].get('functional', inputs['functional']),
             'hubbard_u': inputs['hubbard_u'],
             'magmoms': inputs['magmoms'],
+            'allow_nonmagnetic_start': bool(inputs.get('allow_nonmagnetic_start', False)),
             engine: inputs[engine],
         }
+        if engine == 'vasp':  # the POTCARs decide it; QE's is read from the UPF headers (qe_fingerprint)
+            settings['functional'] = inputs['vasp']['functional']
         builder = cls.get_builder()
         builder.code = code
         builder.engine = orm.Str(engine)
@@ -147,7 +195,10 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
     def setup(self):
         self.ctx.engine = self.inputs.engine.value
         self.ctx.settings = self.inputs.settings.get_dict()
-        structures = dict(self.inputs.get('structures', {}))
+        structures = {
+            key: derive_starting_moments(structure) if needs_starting_moments(structure) else structure
+            for key, structure in dict(self.inputs.get('structures', {})).items()
+        }
         if 'frames' in self.inputs:
             if self.inputs.frames.num_frames == 0 and not structures:
                 return self.exit_codes.ERROR_NO_STRUCTURES
@@ -242,7 +293,7 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         if self.ctx.engine == 'qe':
             from aiida_nmcml.dft.qe_inputs import qe_fingerprint
 
-            fingerprint = qe_fingerprint(settings['qe'], settings['hubbard_u'], settings['functional'])
+            fingerprint = qe_fingerprint(settings['qe'], settings['hubbard_u'])
         else:
             from aiida_nmcml.dft.vasp_inputs import vasp_fingerprint
 

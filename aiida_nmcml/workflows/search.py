@@ -14,6 +14,7 @@ from aiida.orm.nodes.data.base import to_aiida_type
 from aiida.plugins import WorkflowFactory
 
 from ..calculations.ga import GaCalculation
+from ..common import exit_codes
 from .protocols.utils import ProtocolMixin
 
 
@@ -132,12 +133,7 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
         )
         spec.output('summary', valid_type=orm.Dict, help='Energies, evaluations, convergence, MLIP-vs-DFT ranking.')
         spec.output('labelled', valid_type=orm.Data, required=False, help='DFT-labelled candidates (TrainingSet).')
-        spec.exit_code(401, 'ERROR_GA_FAILED', message='the GA for x_li={x_li} failed: {reason}')
-        spec.exit_code(
-            402,
-            'ERROR_VERIFICATION_FAILED',
-            message='nmcml.label failed (exit {status}); see its report. The GA candidates are outputs.',
-        )
+        exit_codes.declare(spec, 'ERROR_GA_FAILED', 'ERROR_VERIFICATION_FAILED')  # docs/dev/exit_codes.md
 
     @classmethod
     def get_builder_from_protocol(

@@ -88,7 +88,7 @@ def test_structure_with_elements_the_models_lack_is_refused(nmcml_codes, committ
 
 def test_run_restart_and_stop(nmcml_codes, committee, structure):
     """Run 20 steps; continue the same trajectory to 40 from the parent folder; then a tiny hard limit stops the
-    continuation at once with exit 320 while the trajectory, logs and stop frame are still outputs."""
+    continuation at once with exit 710 while the trajectory, logs and stop frame are still outputs."""
     code = nmcml_codes['engine']
     _, first = run_get_node(builder_for(code, committee, structure))
     assert first.is_finished_ok, (first.exit_status, first.exit_message)

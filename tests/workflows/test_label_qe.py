@@ -150,7 +150,7 @@ def test_batch_of_three_runs_concurrently_on_the_daemon(nmcml_codes, submit_and_
 
 
 def test_scf_failure_goes_through_handlers_and_is_listed(nmcml_codes):
-    """electron_maxstep=1 cannot converge: the restart handlers retry, then the frame is a listed failure (exit 320)."""
+    """electron_maxstep=1 cannot converge: the restart handlers retry, then the frame is a listed failure (exit 530)."""
     builder = demo_builder(
         nmcml_codes,
         {'stubborn': linio2()},
