@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     'ga': 'aiida_nmcml.engine.ga',
     'evaluate': 'aiida_nmcml.engine.evaluate',
     'neb': 'aiida_nmcml.engine.neb',
+    'label': 'aiida_nmcml.engine.teacher',
 }
 
 

@@ -1,0 +1,286 @@
+"""``nmcml.distill``: a MACE foundation model distilled from a universal potential that ships in its wheel.
+
+Why: MACE-MP weights cannot be downloaded on an air-gapped machine, and a toy model makes every downstream number
+meaningless. CHGNet's weights are inside ``chgnet==0.4.2``; a small MACE trained on CHGNet labels of Li–Ni–Mn–Co–O
+configurations is a physically grounded starting point for fine-tuning on DFT (never a DFT result itself).
+
+Steps, every one in the graph::
+
+    sample_frames (calcfunction)        NMC811 across x, antisites, rattles, ±strain, end members, MD seeds
+    nmcml.teacher.label (CalcJob)       teacher labels + teacher-MD snapshots; frames name the teacher and its hash
+    split_training_set (calcfunction)   deterministic train/valid split
+    nmcml.mace.train (CalcJob)          MACE from scratch
+    -> model                            extras ``nmcml_teacher`` (name, versions, weights sha256)
+
+:func:`get_or_distill_foundation` is what ``setup`` and the demo call: it reuses a finished distillation of the same
+protocol and teacher (in this profile, or the model file cached on this machine) and only distils when there is none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+
+from aiida import orm
+from aiida.engine import ToContext, WorkChain, calcfunction
+
+from ..calculations.teacher import TeacherLabelCalculation
+from ..calculations.train import MaceTrainCalculation
+from ..common.schema import port_validator
+from ..data.model import MaceModel
+from ..data.trainingset import TrainingSet
+from ..engine.teacher import SAMPLE_SCHEMA
+from .finetune import split_training_set
+from .protocols.utils import ProtocolMixin, recursive_merge
+
+EXTRAS_TEACHER = 'nmcml_teacher'
+EXTRAS_PROTOCOL = 'nmcml_distill_protocol'
+EXTRAS_KEY = 'nmcml_distill_key'
+
+
+@calcfunction
+def sample_frames(parameters: orm.Dict) -> TrainingSet:
+    """Unlabelled configurations from :func:`aiida_nmcml.engine.teacher.sample_configurations` (deterministic)."""
+    from ..engine.teacher import sample_configurations
+
+    return TrainingSet.from_frames(sample_configurations(parameters.get_dict()))
+
+
+class DistillWorkChain(ProtocolMixin, WorkChain):
+    """Sample → label with the teacher → train MACE from scratch; the model names its teacher."""
+
+    _protocol_filename = 'distill.yaml'
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input(
+            'sample',
+            valid_type=orm.Dict,
+            default=lambda: orm.Dict({}),
+            validator=port_validator(SAMPLE_SCHEMA, 'sample'),
+            help='Sampler settings (aiida_nmcml.engine.teacher.SAMPLE_SCHEMA).',
+        )
+        spec.input('valid_fraction', valid_type=orm.Float, default=lambda: orm.Float(0.1))
+        spec.input('seed', valid_type=orm.Int, default=lambda: orm.Int(1), help='Seed of the split and the training.')
+        spec.expose_inputs(TeacherLabelCalculation, namespace='label', exclude=('frames',))
+        spec.expose_inputs(
+            MaceTrainCalculation,
+            namespace='train',
+            exclude=('training_set', 'validation_set', 'foundation_model', 'replay_set', 'seed'),
+        )
+        spec.inputs.validator = cls.validate_inputs
+        spec.outline(cls.sample, cls.run_label, cls.inspect_label, cls.run_train, cls.inspect_train, cls.results)
+
+        spec.output('model', valid_type=MaceModel, help='The distilled MACE foundation model.')
+        spec.output('training_set', valid_type=TrainingSet, help='Teacher-labelled frames the model trained on.')
+        spec.output('validation_set', valid_type=TrainingSet, help='Held-out teacher-labelled frames.')
+        spec.output('teacher_identity', valid_type=orm.Dict, help='Teacher name, versions and weights sha256.')
+        spec.output('metrics', valid_type=orm.Dict, help='Training metrics of mace_run_train (vs the teacher).')
+        spec.default_output_node = 'model'
+
+        spec.exit_code(410, 'ERROR_LABELLING_FAILED', message='Teacher labelling failed: {message}')
+        spec.exit_code(
+            411,
+            'ERROR_TOO_FEW_FRAMES',
+            message='Only {n} frames survived labelling (at least 4 needed): raise the sample sizes or max_force.',
+        )
+        spec.exit_code(412, 'ERROR_TRAINING_FAILED', message='MACE training failed: {message}')
+
+    @staticmethod
+    def validate_inputs(inputs, _):
+        if not 0.0 < inputs['valid_fraction'].value < 0.5:
+            return 'valid_fraction must be in (0, 0.5)'
+        return None
+
+    @classmethod
+    def get_builder_from_protocol(
+        cls,
+        engine_code,
+        train_code,
+        *,
+        teacher: str = 'chgnet',
+        device: str = 'cpu',
+        protocol: str | None = None,
+        overrides: dict | None = None,
+    ):
+        """A ready builder. ``overrides`` follow the YAML layout, e.g. ``{'train': {'parameters': {'lr': 1e-3}}}``."""
+        if isinstance(engine_code, str):
+            engine_code = orm.load_code(engine_code)
+        if isinstance(train_code, str):
+            train_code = orm.load_code(train_code)
+        inputs = cls.get_protocol_inputs(protocol, {'device': device, 'teacher': teacher, **(overrides or {})})
+        gpu = inputs['device'].startswith('cuda')
+        builder = cls.get_builder()
+        builder.sample = orm.Dict(inputs['sample'])
+        builder.valid_fraction = orm.Float(inputs['valid_fraction'])
+        builder.seed = orm.Int(inputs['seed'])
+        builder.label.code = engine_code
+        builder.label.teacher = orm.Str(inputs['teacher'])
+        builder.label.device = orm.Str(inputs['device'])
+        builder.label.parameters = orm.Dict(inputs['label']['parameters'])
+        options = inputs['label']['metadata']['options']
+        builder.label.metadata.options = recursive_merge(options, inputs['gpu_options']) if gpu else options
+        builder.train.code = train_code
+        builder.train.device = orm.Str(inputs['device'])
+        builder.train.parameters = orm.Dict(inputs['train']['parameters'])
+        options = inputs['train']['metadata']['options']
+        builder.train.metadata.options = recursive_merge(options, inputs['gpu_options']) if gpu else options
+        builder.metadata.label = f'distill:{protocol or cls.get_default_protocol()}:{inputs["teacher"]}'
+        return builder
+
+    def sample(self):
+        self.ctx.frames = sample_frames(self.inputs.sample)
+        self.report(f'sampled {self.ctx.frames.num_frames} configurations')
+
+    def run_label(self):
+        inputs = self.exposed_inputs(TeacherLabelCalculation, namespace='label')
+        inputs['frames'] = self.ctx.frames
+        inputs['metadata'] = {**inputs.get('metadata', {}), 'call_link_label': 'label_with_teacher'}
+        return ToContext(label=self.submit(TeacherLabelCalculation, **inputs))
+
+    def inspect_label(self):
+        node = self.ctx.label
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_LABELLING_FAILED.format(message=f'<{node.pk}> {node.exit_message}')
+        labelled = node.outputs.labelled
+        if labelled.num_labelled < 4:
+            return self.exit_codes.ERROR_TOO_FEW_FRAMES.format(n=labelled.num_labelled)
+        parts = split_training_set(labelled, self.inputs.valid_fraction, self.inputs.seed)
+        self.ctx.train_set, self.ctx.valid_set = parts['train'], parts['valid']
+        summary = node.outputs.summary.get_dict()
+        self.report(
+            f'teacher {node.outputs.teacher_identity["name"]} labelled {summary["n_labelled"]} frames and '
+            f'{summary["n_md_snapshots"]} MD snapshots ({summary["n_dropped"]} dropped)'
+        )
+        return None
+
+    def run_train(self):
+        inputs = self.exposed_inputs(MaceTrainCalculation, namespace='train')
+        inputs['training_set'] = self.ctx.train_set
+        inputs['validation_set'] = self.ctx.valid_set
+        inputs['seed'] = self.inputs.seed
+        inputs['metadata'] = {**inputs.get('metadata', {}), 'call_link_label': 'train_student'}
+        return ToContext(train=self.submit(MaceTrainCalculation, **inputs))
+
+    def inspect_train(self):
+        node = self.ctx.train
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_TRAINING_FAILED.format(message=f'<{node.pk}> {node.exit_message}')
+        return None
+
+    def results(self):
+        model = self.ctx.train.outputs.model
+        identity = self.ctx.label.outputs.teacher_identity
+        self.out('model', model)
+        self.out('training_set', self.ctx.train_set)
+        self.out('validation_set', self.ctx.valid_set)
+        self.out('teacher_identity', identity)
+        self.out('metrics', self.ctx.train.outputs.metrics)
+        # Stored nodes are immutable; extras make the teacher queryable on the model itself (the graph proves it).
+        teacher = {**identity.get_dict(), 'distill_workchain': self.node.uuid}
+        model.base.extras.set(EXTRAS_TEACHER, teacher)
+        protocol = self.node.label.split(':')[1] if self.node.label.startswith('distill:') else 'custom'
+        model.base.extras.set(EXTRAS_PROTOCOL, protocol)
+        self.node.base.extras.set(EXTRAS_TEACHER, teacher)
+        self.report(f'distilled MACE model <{model.pk}> sha256 {model.sha256[:12]} from {identity["name"]}')
+
+
+# ---------------------------------------------------------------------------------------------- reuse per machine
+def distill_key(protocol: str, teacher: str) -> str:
+    """Identity of a distillation recipe: protocol content + teacher + sampler source. Editing any retrains."""
+    import inspect
+
+    from ..engine import teacher as teacher_module
+
+    content = {
+        'protocol': DistillWorkChain.get_protocol_inputs(protocol, {'teacher': teacher, 'device': 'cpu'}),
+        'sampler': hashlib.sha256(inspect.getsource(teacher_module).encode()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def machine_cache_dir() -> pathlib.Path:
+    import os
+
+    root = os.environ.get('NMCML_CACHE') or pathlib.Path.home() / '.cache' / 'aiida-nmcml'
+    return pathlib.Path(root) / 'foundation'
+
+
+def find_distilled(protocol: str, teacher: str = 'chgnet') -> MaceModel | None:
+    """A stored distilled model of this exact recipe, if any (newest first)."""
+    qb = orm.QueryBuilder()
+    qb.append(MaceModel, filters={f'extras.{EXTRAS_KEY}': distill_key(protocol, teacher)}, tag='m')
+    qb.order_by({'m': {'ctime': 'desc'}})
+    return qb.first(flat=True)
+
+
+def get_or_distill_foundation(
+    protocol: str = 'demo', teacher: str = 'chgnet', device: str = 'cpu', echo=print, wait: bool = True
+) -> MaceModel:
+    """The distilled foundation model of ``protocol``: reused from this profile, else from this machine's cache,
+    else distilled now on the daemon (``submit``) and cached on the machine for the next profile.
+
+    A model re-imported from the machine cache into a new profile has no distillation graph there: its extras
+    (``nmcml_teacher``) still name the teacher, its version and weights hash, and its ``source`` says where it came
+    from.
+    """
+    import os
+    import shutil
+    import time
+
+    from aiida.engine import submit
+
+    key = distill_key(protocol, teacher)
+    found = find_distilled(protocol, teacher)
+    if found is not None:
+        echo(f'reusing distilled foundation model <{found.pk}> ({protocol}, {teacher}, sha256 {found.sha256[:12]})')
+        return found
+    cached = machine_cache_dir() / f'distilled-{teacher}-{protocol}-{key}.model'
+    meta = cached.with_suffix('.json')
+    if cached.is_file() and meta.is_file() and not os.environ.get('NMCML_SKIP_MACHINE_CACHE'):
+        teacher_info = json.loads(meta.read_text())
+        node = MaceModel.find_by_hash(_sha(cached))
+        if node is None:
+            node = MaceModel.from_file(cached, source=f'distilled:{teacher}:{protocol} (machine cache)')
+            node.store()
+        node.base.extras.set_many({EXTRAS_TEACHER: teacher_info, EXTRAS_PROTOCOL: protocol, EXTRAS_KEY: key})
+        echo(f'imported the distilled foundation model cached on this machine: <{node.pk}> from {cached}')
+        return node
+    from ..setup import ensure_environment
+
+    codes = ensure_environment()
+    builder = DistillWorkChain.get_builder_from_protocol(
+        codes['engine'], codes['mace_train'], teacher=teacher, device=device, protocol=protocol
+    )
+    node = submit(builder)
+    echo(f'distilling a foundation model from {teacher} (protocol {protocol}): DistillWorkChain <{node.pk}>')
+    if not wait:
+        return node
+    start, last = time.time(), None
+    while not node.is_terminated:
+        state = node.process_status or node.process_state.value
+        if state != last:
+            echo(f'  <{node.pk}> {state} ({time.time() - start:.0f} s)')
+            last = state
+        time.sleep(5)
+    if not node.is_finished_ok:
+        raise RuntimeError(
+            f'distillation <{node.pk}> failed: {node.exit_status} {node.exit_message}; `verdi process report {node.pk}`'
+        )
+    model = node.outputs.model
+    model.base.extras.set(EXTRAS_KEY, key)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    staged = cached.with_suffix('.partial')
+    model.copy_to(staged)
+    meta.write_text(json.dumps(model.base.extras.get(EXTRAS_TEACHER), indent=1))
+    shutil.move(staged, cached)
+    echo(f'distilled in {time.time() - start:.0f} s: model <{model.pk}>, cached at {cached}')
+    return model
+
+
+def _sha(path) -> str:
+    from ..data.model import sha256_file
+
+    return sha256_file(path)
