@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-pytest_plugins = ['aiida.tools.pytest_fixtures']
+pytest_plugins = ['aiida.tools.pytest_fixtures', 'factories']  # factories: tests/factories.py
 
 # The daemon is started with `verdi` from PATH: make it this interpreter's, also when the venv is not activated.
 os.environ['PATH'] = f'{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get("PATH", "")}'

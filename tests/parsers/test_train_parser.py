@@ -1,4 +1,4 @@
-"""MaceTrainParser on outputs recorded from real mace_run_train runs (tests/fixtures/mace_train/README.md).
+"""MaceTrainParser on outputs recorded from real mace_run_train runs (parsers/fixtures/nmcml.mace.train/README.md).
 
 Only the out-of-memory stderr is hand-made (no GPU here): it is torch's CUDA OOM message, the one line the parser
 looks for.
@@ -6,13 +6,11 @@ looks for.
 
 from __future__ import annotations
 
-import io
 import math
-import pathlib
 
 import pytest
 from aiida import orm
-from aiida.common.links import LinkType
+from factories import fixture_folder, make_calc_job_node
 
 from aiida_nmcml.calculations.train import MaceTrainCalculation
 from aiida_nmcml.data.model import MaceModel
@@ -20,30 +18,20 @@ from aiida_nmcml.data.trainingset import TrainingSet
 from aiida_nmcml.parsers.train import MaceTrainParser, parse_error_table
 from aiida_nmcml.testing.toymodel import toy_frames
 
-FIXTURES = pathlib.Path(__file__).parent.parent / 'fixtures' / 'mace_train'
+FIXTURES = fixture_folder('nmcml.mace.train', 'multihead_ok').parent
 EXIT = MaceTrainCalculation.exit_codes
 
 
 def make_node(files: dict[str, bytes], seed: int, computer, foundation: MaceModel | None = None, frames=None):
-    """A finished-looking CalcJobNode with ``retrieved`` holding ``files`` and the inputs the parser may consult."""
-    node = orm.CalcJobNode(computer=computer, process_type='aiida.calculations:nmcml.mace.train')
-    node.set_option('resources', {'num_machines': 1, 'num_mpiprocs_per_machine': 1})
-    inputs = {'seed': orm.Int(seed).store(), 'training_set': TrainingSet.from_frames(frames or toy_frames(4)).store()}
+    """A train job with the inputs the parser may consult and ``files`` as ``retrieved`` (tests/factories.py)."""
+    inputs = {'seed': orm.Int(seed), 'training_set': TrainingSet.from_frames(frames or toy_frames(4))}
     if foundation is not None:
         inputs['foundation_model'] = foundation
-    for label, value in inputs.items():
-        node.base.links.add_incoming(value, link_type=LinkType.INPUT_CALC, link_label=label)
-    node.store()
-    retrieved = orm.FolderData()
-    for name, content in files.items():
-        retrieved.base.repository.put_object_from_filelike(io.BytesIO(content), name)
-    retrieved.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='retrieved')
-    retrieved.store()
-    return node
+    return make_calc_job_node('nmcml.mace.train', computer, files=files, inputs=inputs)
 
 
 def recorded(case: str) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in (FIXTURES / case).iterdir()}
+    return {p.name: p.read_bytes() for p in fixture_folder('nmcml.mace.train', case).iterdir()}
 
 
 def parse(node):
@@ -132,3 +120,12 @@ def test_unknown_crash_reports_the_tail(aiida_localhost):
     _, calcfunction = parse(node)
     assert calcfunction.exit_status == EXIT.ERROR_TRAINING_FAILED.status
     assert 'something new' in calcfunction.exit_message
+
+
+def test_scheduler_walltime_wins_over_a_generic_failure(aiida_localhost):
+    """Killed by the scheduler (120 set on the node before parsing, as aiida-core does): no model, no stderr reason."""
+    node = make_node({'mace_train.err': b'', 'mace_train.out': b'epoch 3 ...\n'}, seed=1, computer=aiida_localhost)
+    node.set_exit_status(120)
+    node.set_exit_message('out of walltime')
+    _, calcfunction = parse(node)
+    assert calcfunction.exit_status == 120

@@ -1,0 +1,128 @@
+"""Factories of the fast test level (aiida-quantumespresso's ``generate_calc_job_node`` / ``generate_workchain``).
+
+Parsers and work-chain handlers are tested here without running any code: a mock ``CalcJobNode`` gets a
+``retrieved`` folder (recorded outputs from ``tests/parsers/fixtures/<entry point>/<case>/`` or given bytes) and a
+``remote_folder``; a work chain is instantiated on its inputs and its handlers are called on such a node.
+Loaded by ``tests/conftest.py`` (``pytest_plugins``).
+"""
+
+from __future__ import annotations
+
+import io
+import pathlib
+
+import pytest
+
+FIXTURES = pathlib.Path(__file__).parent / 'parsers' / 'fixtures'
+
+
+def fixture_folder(entry_point: str, case: str) -> pathlib.Path:
+    """``tests/parsers/fixtures/<entry_point>/<case>``: recorded ``retrieved`` files of one job."""
+    folder = FIXTURES / entry_point / case
+    if not folder.is_dir():
+        raise FileNotFoundError(f'no recorded outputs {folder}: see tests/parsers/fixtures/README.md')
+    return folder
+
+
+def _flatten(inputs: dict, prefix: str = ''):
+    for key, value in inputs.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f'{prefix}{key}__')
+        else:
+            yield f'{prefix}{key}', value
+
+
+def make_calc_job_node(
+    entry_point: str,
+    computer,
+    *,
+    case: str | None = None,
+    files: dict[str, bytes] | None = None,
+    inputs: dict | None = None,
+    exit_status: int | None = None,
+    exit_message: str | None = None,
+    remote_path: str = '/tmp',
+):
+    """A stored ``CalcJobNode`` of ``entry_point`` (e.g. ``'nmcml.md'``) with ``retrieved`` and ``remote_folder``.
+
+    :param case: recorded outputs to put in ``retrieved`` (``tests/parsers/fixtures/<entry_point>/<case>``).
+    :param files: extra (or replacing) retrieved files, name -> bytes; ``case`` and ``files`` may be combined.
+    :param inputs: input nodes linked to the node (nested dicts become ``a__b`` link labels); stored if needed.
+    :param exit_status: makes the node a *finished* process with that status (for handler tests).
+    """
+    from aiida import orm
+    from aiida.common.links import LinkType
+    from plumpy import ProcessState
+
+    node = orm.CalcJobNode(computer=computer, process_type=f'aiida.calculations:{entry_point}')
+    node.set_option('resources', {'num_machines': 1, 'num_mpiprocs_per_machine': 1})
+    node.set_option('max_wallclock_seconds', 1800)
+    for label, value in _flatten(inputs or {}):
+        if not value.is_stored:
+            value.store()
+        node.base.links.add_incoming(value, link_type=LinkType.INPUT_CALC, link_label=label)
+    node.store()
+
+    content = {}
+    if case is not None:
+        content.update({p.name: p.read_bytes() for p in sorted(fixture_folder(entry_point, case).iterdir())})
+    content.update(files or {})
+    retrieved = orm.FolderData()
+    for name, data in content.items():
+        retrieved.base.repository.put_object_from_filelike(io.BytesIO(data), name)
+    retrieved.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='retrieved')
+    retrieved.store()
+    remote = orm.RemoteData(computer=computer, remote_path=remote_path)
+    remote.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='remote_folder')
+    remote.store()
+
+    if exit_status is not None:
+        node.set_process_state(ProcessState.FINISHED)
+        node.set_exit_status(exit_status)
+        node.set_exit_message(exit_message)
+    return node
+
+
+@pytest.fixture
+def generate_calc_job_node(aiida_localhost):
+    """``generate_calc_job_node(entry_point, case=..., files=..., inputs=..., exit_status=...)`` on localhost."""
+
+    def factory(entry_point: str, **kwargs):
+        return make_calc_job_node(entry_point, aiida_localhost, **kwargs)
+
+    return factory
+
+
+@pytest.fixture
+def generate_workchain():
+    """``generate_workchain(entry_point, inputs)``: an instantiated (not run) work chain, for calling its steps."""
+
+    def factory(entry_point: str, inputs: dict):
+        from aiida.engine.utils import instantiate_process
+        from aiida.manage import get_manager
+        from aiida.plugins import WorkflowFactory
+
+        return instantiate_process(get_manager().get_runner(), WorkflowFactory(entry_point), **inputs)
+
+    return factory
+
+
+@pytest.fixture
+def attach_failed_child():
+    """``attach_failed_child(process, node)``: make ``node`` the last child of ``process`` (as run_process would)."""
+
+    def attach(process, node):
+        process.ctx.iteration = getattr(process.ctx, 'iteration', 0) + 1
+        process.ctx.children = [*getattr(process.ctx, 'children', []), node]
+        return node
+
+    return attach
+
+
+@pytest.fixture
+def fake_engine_code(aiida_localhost):
+    """An ``InstalledCode`` that is never run: the handler tests only need a valid ``code`` input."""
+    from aiida import orm
+
+    code = orm.InstalledCode(computer=aiida_localhost, filepath_executable='/bin/true', label='never-run')
+    return code.store()
