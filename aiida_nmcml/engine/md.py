@@ -1,16 +1,18 @@
 """``aiida-nmcml-engine md``: MACE molecular dynamics with the committee spread sampled on the fly.
 
-Input (JSON/YAML; defaults in :data:`DEFAULTS`)::
+Input (JSON/YAML; every key, range and default in :data:`SCHEMA`; unknown keys and out-of-range values are refused
+with ``invalid_input``, naming the closest valid key)::
 
-    structure: structure.extxyz      # starting cell
+    structure: structure.extxyz      # starting cell; per-atom initial_magmoms / sublattice are carried to every frame
     models: [{path, sha256}, ...]    # member 0 drives the dynamics; all members form the committee
-    ensemble: nvt_langevin | nvt_nose_hoover | npt | nve
+    ensemble: nvt_langevin | nvt_nose_hoover | npt | nve     (npt: barostat full | isotropic)
     steps: 1000                      # total target; a restart continues up to it
-    uncertainty: {stride: 10, trust_lower: 0.05, trust_upper: null}
+    uncertainty: {stride: 10, trust_lower: 0.05, trust_upper: 0.3}
     stop: {hard_limit: 1.0, min_distance: 0.7, max_temperature: auto}
 
-Outputs: see :mod:`.md_io`. A run stopped by a rule raises :class:`EngineError` with the rule's status *after* all
-files are closed, so everything written before the stop is kept.
+The centre of mass is fixed in every ensemble (see :func:`make_dynamics`). Outputs: see :mod:`.md_io`. A run stopped
+by a rule, or because positions/forces stopped being finite (``non_finite``), raises :class:`EngineError` with its
+status *after* all files are closed, so everything written before the stop is kept.
 """
 
 from __future__ import annotations
@@ -20,49 +22,24 @@ import pathlib
 import time
 
 import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+from ase.constraints import FixCom
+from ase.md.nose_hoover_chain import MTKNPT, IsotropicMTKNPT, NoseHooverChainNVT
 
 from . import md_io
-from .common import EngineError, check_finite_forces, write_json
+from .common import EngineError, write_json
 from .md_committee import Committee
+from .md_config import BAROSTATS, DEFAULTS, ENSEMBLES, SCHEMA  # noqa: F401 (public names of the engine)
 from .md_stop_rules import StopReason, StopRules
-
-ENSEMBLES = ('nvt_langevin', 'nvt_nose_hoover', 'npt', 'nve')
-
-DEFAULTS = {
-    'structure': 'structure.extxyz',
-    'ensemble': 'nvt_langevin',
-    'timestep_fs': 1.0,
-    'temperature_K': 300.0,
-    'friction_per_fs': 0.01,
-    'tdamp_fs': None,  # Nose-Hoover: 100 timesteps
-    'pressure_gpa': 0.0,
-    'pdamp_fs': None,  # MTK barostat: 1000 timesteps
-    'steps': 1000,
-    'seed': 0,
-    'trajectory_stride': 10,
-    'checkpoint_stride': 100,
-    'restart_from': md_io.CHECKPOINT,
-    'init_velocities': True,
-    'dtype': 'float64',
-    # The spread only flags frames for DFT: single precision is ample and about halves the monitoring cost.
-    'committee_dtype': 'float32',
-    'device': 'auto',
-    'uncertainty': {'stride': 10, 'trust_lower': 0.05, 'trust_upper': None, 'max_candidates': None},
-    'stop': {},
-}
 
 
 def merged_config(config: dict) -> dict:
-    merged = {**DEFAULTS, **config}
-    merged['uncertainty'] = {**DEFAULTS['uncertainty'], **(config.get('uncertainty') or {})}
-    if merged['ensemble'] not in ENSEMBLES:
-        raise EngineError('invalid_input', f'ensemble {merged["ensemble"]!r} unknown; choose one of {ENSEMBLES}')
-    for key in ('steps', 'trajectory_stride', 'checkpoint_stride'):
-        if int(merged[key]) < (0 if key == 'steps' else 1):
-            raise EngineError('invalid_input', f'{key} must be a positive integer, got {merged[key]!r}')
-    if int(merged['uncertainty']['stride']) < 1:
-        raise EngineError('invalid_input', 'uncertainty.stride must be >= 1')
-    if not config.get('models'):
+    """``config`` checked against :data:`SCHEMA` (every problem in one message) and completed with the defaults."""
+    errors = SCHEMA.errors(config, 'md')
+    if errors:
+        raise EngineError('invalid_input', '; '.join(errors))
+    merged = SCHEMA.with_defaults(config)
+    if not merged.get('models'):
         raise EngineError('invalid_input', 'no models given: pass at least one MACE model')
     return merged
 
@@ -78,13 +55,82 @@ def read_structure(path: str):
         raise EngineError('invalid_input', f'could not read structure {path}: {exc}') from exc
 
 
+class NonFiniteError(Exception):
+    """Positions, momenta, forces, energy or stress stopped being finite: the run cannot go on.
+
+    Raised *before* the model sees NaN positions: MACE's neighbour list does not return on them (a job would spin until
+    the scheduler's walltime, or forever without one).
+    """
+
+
+class FiniteGuard(Calculator):
+    """Wraps the driver calculator: refuses non-finite positions or cell before the model runs, and non-finite
+    results after it, whatever the stop rules say (they can all be switched off)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.implemented_properties = list(inner.implemented_properties)
+
+    def calculate(self, atoms=None, properties=('energy',), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if not np.all(np.isfinite(atoms.positions)) or not np.all(np.isfinite(atoms.cell.array)):
+            raise NonFiniteError('positions or cell became non-finite')
+        self.inner.calculate(atoms, properties, system_changes)
+        self.results = dict(self.inner.results)
+        for key in ('energy', 'forces', 'stress'):
+            if key in self.results and not np.all(np.isfinite(self.results[key])):
+                raise NonFiniteError(f'the model returned non-finite {key}')
+
+
+class FixComMD(FixCom):
+    """ASE's :class:`~ase.constraints.FixCom` for the dynamics only (Langevin, velocity Verlet).
+
+    Integrators ask for forces with ``md=True``, which skips ``adjust_forces``; everything else (the committee monitor,
+    the candidates' ``mlip_forces``) must see the model's own forces too, which the parent's projection would change
+    (by ~F/sqrt(N) for mixed masses). So only positions and momenta are adjusted.
+    """
+
+    def adjust_forces(self, atoms, forces):
+        pass
+
+
+class _NetForceFree:
+    """Mixin for integrators that carry their own positions and momenta and refuse constraints (Nose-Hoover chain,
+    MTK NPT). The mass-weighted net force is removed, so the total momentum, zero at the start, stays zero: the centre
+    of mass stays fixed (NVT), or fixed in fractional coordinates while the cell deforms (NPT)."""
+
+    def _get_forces(self):
+        forces = super()._get_forces()
+        return forces - self.masses * (forces.sum(axis=0) / self.masses.sum())
+
+
+class NoseHooverChainNVTFixCom(_NetForceFree, NoseHooverChainNVT):
+    """Nose-Hoover chain NVT with the centre of mass fixed."""
+
+
+class MTKNPTFixCom(_NetForceFree, MTKNPT):
+    """Full-cell (9 degrees of freedom, symmetric cell momentum) MTK NPT with the centre of mass fixed."""
+
+
+class IsotropicMTKNPTFixCom(_NetForceFree, IsotropicMTKNPT):
+    """Isotropic MTK NPT (keeps the starting cell shape) with the centre of mass fixed."""
+
+
 def make_dynamics(atoms, cfg: dict, rng):
-    """The ASE integrator for ``cfg['ensemble']``; ``rng`` feeds Langevin's noise so a checkpoint can restore it."""
+    """The ASE integrator for ``cfg['ensemble']``, with the centre of mass fixed in every ensemble.
+
+    Why fix it: Langevin noise makes the centre of mass random-walk with D = kT / (M gamma), ~1e-7 cm^2/s for 960 atoms
+    at 300 K, as large as the Li diffusion coefficient to be measured. ``rng`` feeds Langevin's noise so a checkpoint
+    can restore it.
+    """
     from ase import units
 
     dt = float(cfg['timestep_fs']) * units.fs
     temperature = float(cfg['temperature_K'])
     ensemble = cfg['ensemble']
+    if ensemble in ('nve', 'nvt_langevin'):
+        atoms.set_constraint(FixComMD())  # fixcm=True in Langevin is deprecated (ASE 3.28) and biased
     if ensemble == 'nve':
         from ase.md.verlet import VelocityVerlet
 
@@ -102,13 +148,10 @@ def make_dynamics(atoms, cfg: dict, rng):
         )
     tdamp = float(cfg['tdamp_fs'] or 100 * float(cfg['timestep_fs'])) * units.fs
     if ensemble == 'nvt_nose_hoover':
-        from ase.md.nose_hoover_chain import NoseHooverChainNVT
-
-        return NoseHooverChainNVT(atoms, timestep=dt, temperature_K=temperature, tdamp=tdamp)
-    from ase.md.nose_hoover_chain import IsotropicMTKNPT
-
+        return NoseHooverChainNVTFixCom(atoms, timestep=dt, temperature_K=temperature, tdamp=tdamp)
+    npt = MTKNPTFixCom if cfg['barostat'] == 'full' else IsotropicMTKNPTFixCom
     pdamp = float(cfg['pdamp_fs'] or 1000 * float(cfg['timestep_fs'])) * units.fs
-    return IsotropicMTKNPT(
+    return npt(
         atoms,
         timestep=dt,
         temperature_K=temperature,
@@ -119,7 +162,7 @@ def make_dynamics(atoms, cfg: dict, rng):
 
 
 def thermostat_state(dyn) -> dict:
-    """The integrator's own extended variables (Nose-Hoover chain, barostat), for an exact restart."""
+    """The integrator's own extended variables (Nose-Hoover chain, barostat, cell momenta), for an exact restart."""
     state = {}
     for owner, names in (('_thermostat', ('_eta', '_p_eta')), ('_barostat', ('_xi', '_p_xi'))):
         obj = getattr(dyn, owner, None)
@@ -127,6 +170,8 @@ def thermostat_state(dyn) -> dict:
             state[owner] = {name: np.asarray(getattr(obj, name)).tolist() for name in names}
     if hasattr(dyn, '_p_eps'):
         state['_p_eps'] = float(dyn._p_eps)
+    if hasattr(dyn, '_p_g'):
+        state['_p_g'] = np.asarray(dyn._p_g).tolist()
     return state
 
 
@@ -136,18 +181,25 @@ def restore_thermostat_state(dyn, state: dict) -> None:
             setattr(getattr(dyn, owner), name, np.asarray(value, dtype=float))
     if '_p_eps' in state:
         dyn._p_eps = state['_p_eps']  # the cell at the checkpoint becomes the new reference, so _eps stays 0
+    if '_p_g' in state and hasattr(dyn, '_p_g'):
+        dyn._p_g = np.asarray(state['_p_g'], dtype=float)  # full-cell MTK: _h is the checkpoint's cell
 
 
 def prepare_atoms(cfg: dict, rng):
-    """Start from the structure, or from the checkpoint when one exists (then outputs are cut back to its step)."""
+    """Start from the structure, or from the checkpoint when one exists (then outputs are cut back to its step).
+
+    ``restart_from``: ``'auto'`` continues from ``checkpoint.npz`` when present (a job re-queued in its directory),
+    a file name must exist (a restart the user asked for never silently becomes a fresh start), ``None`` starts fresh.
+    """
     atoms = read_structure(cfg['structure'])
     restart = cfg.get('restart_from')
-    if restart and pathlib.Path(restart).is_file():
-        ckpt = md_io.load_checkpoint(restart)
+    path = md_io.CHECKPOINT if restart == 'auto' else restart
+    if path and pathlib.Path(path).is_file():
+        ckpt = md_io.load_checkpoint(path)
         if not np.array_equal(ckpt['numbers'], atoms.numbers):
             raise EngineError(
                 'invalid_input',
-                f'checkpoint {restart} holds a different structure ({len(ckpt["numbers"])} atoms) than '
+                f'checkpoint {path} holds a different structure ({len(ckpt["numbers"])} atoms) than '
                 f'{cfg["structure"]}: restart from the parent run of the same structure',
             )
         atoms.set_cell(ckpt['cell'])
@@ -156,15 +208,21 @@ def prepare_atoms(cfg: dict, rng):
         rng.bit_generator.state = ckpt['rng_state']
         md_io.truncate_after(ckpt['step'])
         return atoms, ckpt['step'], ckpt['thermostat_state']
-    if restart and restart != md_io.CHECKPOINT:
-        raise EngineError('invalid_input', f'restart_from={restart!r} but no such file in the working directory')
+    if restart and restart != 'auto':
+        present = sorted(p.name for p in pathlib.Path('.').iterdir())
+        raise EngineError(
+            'restart_files_missing',
+            f'restart requested from {restart!r} but no such file in the working directory (present: {present}); '
+            "the parent folder was cleaned or its files were never written: pass the parent's `checkpoint` output "
+            'instead, or start a fresh run without `parent_folder`',
+        )
     for name in (md_io.TRAJECTORY, md_io.CANDIDATES, md_io.THERMO, md_io.UNCERTAINTY, md_io.STOP_FRAME):
         pathlib.Path(name).unlink(missing_ok=True)  # a fresh start owns its outputs
-    if cfg['init_velocities']:
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
+    if cfg['init_velocities']:
         MaxwellBoltzmannDistribution(atoms, temperature_K=float(cfg['temperature_K']), rng=rng)
-        Stationary(atoms)
+    Stationary(atoms)  # zero total momentum: with the centre-of-mass fix it stays zero
     return atoms, 0, {}
 
 
@@ -179,7 +237,7 @@ class MdRun:
             committee_dtype=self.cfg['committee_dtype'] or self.cfg['dtype'],
         )  # fmt: skip
         self.atoms, self.start_step, state = prepare_atoms(self.cfg, self.rng)
-        self.atoms.calc = self.committee.driver
+        self.atoms.calc = FiniteGuard(self.committee.driver)
         self.dyn = make_dynamics(self.atoms, self.cfg, self.rng)
         restore_thermostat_state(self.dyn, state)
         self.rules = StopRules.from_config(self.cfg, float(self.cfg['temperature_K']))
@@ -226,19 +284,25 @@ class MdRun:
             stop = self._record(step, first=True)
             started = time.perf_counter()  # after the first evaluation (model warm-up), like the bare-loop benchmark
             while stop is None and step < steps:
+                step += 1  # the step being integrated: a NaN raised inside dyn.step() belongs to it
                 self.dyn.step()
-                step += 1
                 self.dyn.nsteps = step
                 stop = self._record(step)
                 if step % int(cfg['checkpoint_stride']) == 0 and stop is None:
                     md_io.save_checkpoint(self.atoms, step, self.rng, thermostat_state(self.dyn))
             if stop is None and step % int(cfg['checkpoint_stride']) != 0:
                 md_io.save_checkpoint(self.atoms, step, self.rng, thermostat_state(self.dyn))
+        except NonFiniteError as exc:
+            stop = StopReason(
+                'non_finite',
+                f'{exc} at step {step}: the dynamics blew up. Check temperature, timestep and friction; if the model '
+                'is at fault (a structure far from its training data), label the candidate frames and retrain',
+            )
         finally:
             elapsed = time.perf_counter() - started
             for writer in (traj, cands, thermo_log, unc_log):
                 writer.close()
-        if stop is not None:
+        if stop is not None and stop.status != 'non_finite':  # a NaN frame is nothing to look at
             md_io.AppendWriter(md_io.STOP_FRAME).write(md_io.frame_atoms(self.atoms, {'step': step}))
         if pathlib.Path(md_io.UNCERTAINTY).is_file():
             series = md_io.read_table(md_io.UNCERTAINTY)['max_force_dev']
@@ -258,8 +322,13 @@ class MdRun:
             'stopped_by': stop.status if stop else None,
             'stop_message': stop.message if stop else None,
             'ensemble': cfg['ensemble'],
+            'barostat': cfg['barostat'] if cfg['ensemble'] == 'npt' else None,
             'temperature_K': float(cfg['temperature_K']),
+            # the time axis of the trajectory: frame k is at k * trajectory_stride * timestep_fs (diffusion analysis)
             'timestep_fs': float(cfg['timestep_fs']),
+            'trajectory_stride': int(cfg['trajectory_stride']),
+            'uncertainty_stride': self.monitor_stride,
+            'center_of_mass_fixed': True,
         }
         write_json(md_io.SUMMARY, summary)
         if stop is not None:
@@ -273,11 +342,12 @@ class MdRun:
         # On a restart the checkpoint step was already recorded by the killed run.
         skip_write = first and self.start_step > 0
         temperature = self.atoms.get_temperature()
+        if not np.isfinite(temperature):  # before the stop rules: they may all be off
+            raise NonFiniteError('momenta became non-finite')
         stop = None if first else self.rules.check_temperature(temperature, step)
         deviation = None
         if stop is None and step % self.monitor_stride == 0:
-            forces = self.atoms.get_forces()
-            check_finite_forces(forces, f'at step {step}')
+            forces = self.atoms.get_forces()  # the model's own forces (FixComMD leaves them); FiniteGuard checked them
             stop = self.rules.check_distances(self.atoms, step)
             deviation = self.committee.deviation(self.atoms)
             if deviation is not None and not skip_write:

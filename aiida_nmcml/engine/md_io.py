@@ -32,12 +32,23 @@ UNCERTAINTY_COLUMNS = ('step', 'time_fs', 'max_force_dev', 'mean_force_dev', 'en
 _STEP_RE = re.compile(r'(?:^|\s)step=(\d+)')
 
 
+# Per-atom labels of the starting structure that every written frame keeps. Labelling derives the DFT starting
+# moments from ``sublattice`` (structures.dft_ready); without them an MD candidate reached pw.x/VASP with zero moments
+# and converged non-magnetic. Both belong to the atom, not to the site, so they stay true however far it moves
+# (``site_index`` does not: a Li that hops sits on another site, so it is not carried).
+CARRIED_ARRAYS = ('initial_magmoms', 'sublattice')
+
+
 def frame_atoms(atoms, info: dict, extra_arrays: dict | None = None):
-    """A light copy of ``atoms`` for writing: wrapped positions, ``unwrapped`` array, ``info`` only (no calculator)."""
+    """A light copy of ``atoms`` for writing: wrapped positions, ``unwrapped`` array, the :data:`CARRIED_ARRAYS` the
+    structure has, ``info`` only (no calculator, no constraints)."""
     from ase import Atoms
 
     frame = Atoms(numbers=atoms.numbers, positions=atoms.get_positions(wrap=True), cell=atoms.cell, pbc=atoms.pbc)
     frame.arrays['unwrapped'] = atoms.get_positions().copy()
+    for key in CARRIED_ARRAYS:
+        if key in atoms.arrays:
+            frame.arrays[key] = np.array(atoms.arrays[key], dtype=str if key == 'sublattice' else float)
     for key, value in (extra_arrays or {}).items():
         frame.arrays[key] = np.asarray(value)
     frame.info.update(info)

@@ -17,6 +17,8 @@ STOP_STATUSES = {
     'uncertainty_exceeded': 'ERROR_UNCERTAINTY_EXCEEDED',
     'atoms_too_close': 'ERROR_ATOMS_TOO_CLOSE',
     'temperature_runaway': 'ERROR_TEMPERATURE_RUNAWAY',
+    # not a rule (it fires whatever the rules say), but the frames written before the blow-up are kept the same way
+    'non_finite': 'ERROR_NON_FINITE',
 }
 
 
@@ -64,6 +66,10 @@ class MdParser(EngineParser):
             if frames:
                 self.out('candidates', TrainingSet.from_frames(frames))
         if self.has_file(md_io.STOP_FRAME):
+            from ..structures import to_structure_data
+
             atoms = read(io.StringIO(self._text(md_io.STOP_FRAME)), format='extxyz')
-            self.out('stop_structure', orm.StructureData(ase=atoms))
+            # keep moments and sublattice labels; a plain structure stays plain (no invented zero moments)
+            labelled = any(key in atoms.arrays for key in md_io.CARRIED_ARRAYS)
+            self.out('stop_structure', to_structure_data(atoms) if labelled else orm.StructureData(ase=atoms))
         return None

@@ -173,8 +173,9 @@ def test_npt_barostat_responds_to_pressure(workdir, monkeypatch):
         for item in ('structure.extxyz', 'model_0.model'):
             shutil.copy(workdir / item, job / item)
         monkeypatch.chdir(job)
-        md.run(config(ensemble='npt', steps=100, timestep_fs=1.0, temperature_K=300, pressure_gpa=pressure,
-                      pdamp_fs=50, tdamp_fs=25, trajectory_stride=10, stop={'max_temperature': None}))  # fmt: skip
+        md.run(config(ensemble='npt', barostat='isotropic', steps=100, timestep_fs=1.0, temperature_K=300,
+                      pressure_gpa=pressure, pdamp_fs=50, tdamp_fs=25, trajectory_stride=10,
+                      stop={'max_temperature': None}))  # fmt: skip
         frames = read(job / 'trajectory.extxyz', ':')
         volumes[pressure] = frames[-1].get_volume()
         thermo = md_io.read_table('thermo.log')
@@ -182,3 +183,90 @@ def test_npt_barostat_responds_to_pressure(workdir, monkeypatch):
     v0 = read(workdir / 'structure.extxyz').get_volume()
     assert volumes[0.0] != pytest.approx(v0, rel=1e-4)  # the cell is dynamic
     assert volumes[20.0] < volumes[0.0] * 0.99
+
+
+def _strained_cell(workdir, z_strain: float):
+    """The test cell stretched along the layer normal (z): the toy model's stress becomes clearly anisotropic."""
+    atoms = read(workdir / 'structure.extxyz')
+    cell = atoms.cell.array.copy()
+    cell[:, 2] *= 1 + z_strain
+    atoms.set_cell(cell, scale_atoms=True)
+    return atoms
+
+
+def test_full_cell_npt_changes_c_over_a(workdir, monkeypatch, committee_models):
+    """Under anisotropic stress the full-cell MTK barostat (the NPT default) changes c/a; the isotropic one cannot.
+
+    c/a is measured as the deformation of the cell along the layer normal (z) over the in-plane one, F_zz / F_xx with
+    F = h0^-1 h, so it is exactly 1 for any isotropic scaling.
+    """
+    from mace.calculators import MACECalculator
+
+    atoms = _strained_cell(workdir, 0.05)
+    probe = atoms.copy()
+    probe.calc = MACECalculator(model_paths=str(committee_models[0]), device='cpu', default_dtype='float64')
+    sigma = np.diag(probe.get_stress(voigt=False)) / 0.006241509  # GPa
+    assert abs(sigma[2] - sigma[0]) > 1.0  # the situation is anisotropic (~4 GPa for the toy model)
+    ratios = {}
+    for barostat in ('isotropic', 'full'):
+        job = workdir / barostat
+        job.mkdir()
+        write(job / 'structure.extxyz', atoms)
+        shutil.copy(workdir / 'model_0.model', job / 'model_0.model')
+        monkeypatch.chdir(job)
+        summary = md.run(config(ensemble='npt', barostat=barostat, steps=40, pdamp_fs=100, tdamp_fs=25,
+                                trajectory_stride=10, stop={'max_temperature': None}))  # fmt: skip
+        assert summary['barostat'] == barostat
+        frames = read(job / 'trajectory.extxyz', ':')
+        deform = [np.linalg.solve(atoms.cell.array, f.cell.array) for f in frames[1:]]
+        ratios[barostat] = np.array([f[2, 2] / f[0, 0] for f in deform])
+    assert np.allclose(ratios['isotropic'], 1.0, atol=1e-9)
+    # in-plane is more compressive than the stretched c direction, so a grows relative to c
+    assert ratios['full'].min() < 0.98, ratios['full']
+
+
+@pytest.mark.parametrize('ensemble', ['nvt_langevin', 'nvt_nose_hoover', 'nve', 'npt'])
+def test_centre_of_mass_is_fixed(workdir, ensemble):
+    """No centre-of-mass random walk: with Langevin noise at 900 K it moved ~0.01-0.1 Å in 60 steps for this 32-atom
+    cell (D_COM = kT / (M gamma)). Under NPT the cell deforms, so there the fractional centre of mass is fixed."""
+    md.run(config(ensemble=ensemble, steps=60, temperature_K=900, friction_per_fs=0.05, timestep_fs=1.0,
+                  pdamp_fs=100, tdamp_fs=25, trajectory_stride=10, stop={'max_temperature': None}))  # fmt: skip
+    frames = read('trajectory.extxyz', ':')
+    masses = frames[0].get_masses()
+    if ensemble == 'npt':
+        com = [masses @ np.linalg.solve(f.cell.array.T, f.arrays['unwrapped'].T).T / masses.sum() for f in frames]
+        tolerance = 1e-7  # fractional
+    else:
+        com = [masses @ f.arrays['unwrapped'] / masses.sum() for f in frames]
+        tolerance = 1e-6  # Å; positions are written with 8 decimals
+    displacement = np.linalg.norm(np.array(com) - com[0], axis=1)
+    moved = np.linalg.norm(frames[-1].arrays['unwrapped'] - frames[0].arrays['unwrapped'], axis=1).mean()
+    assert moved > 0.05  # the atoms themselves did move
+    assert displacement.max() < tolerance, displacement
+
+
+def test_frames_carry_moments_and_sublattice(workdir):
+    """Trajectory, candidate and stop frames keep the structure's initial moments and sublattice labels, also through
+    a TrainingSet (what labelling reads), so DFT of an MD candidate starts magnetic."""
+    from aiida_nmcml.data.trainingset import TrainingSet
+    from aiida_nmcml.structures import dft_ready
+
+    atoms = read('structure.extxyz')
+    atoms.arrays['sublattice'] = np.array(
+        ['li' if s == 'Li' else 'o' if s == 'O' else 'tm' for s in atoms.get_chemical_symbols()]
+    )
+    dft_ready(atoms)
+    assert np.any(atoms.get_initial_magnetic_moments() > 0)
+    write('structure.extxyz', atoms)
+    md.run(config(n_models=2, steps=20, uncertainty={'stride': 10, 'trust_lower': 0.0, 'trust_upper': None},
+                  stop={'min_distance': None}))  # fmt: skip
+    candidates = read('candidates.extxyz', ':')
+    written = read('trajectory.extxyz', ':') + candidates
+    assert len(candidates) == 3 and len(written) == 6
+    for frame in written + TrainingSet.from_frames(candidates).get_frames():
+        assert frame.arrays['sublattice'].tolist() == atoms.arrays['sublattice'].tolist()
+        assert np.allclose(frame.get_initial_magnetic_moments(), atoms.get_initial_magnetic_moments())
+    stop = md.MdRun(config(steps=25, restart_from=None, stop={'max_temperature': 1.0}))
+    with pytest.raises(EngineError):
+        stop.run()
+    assert read('stop_frame.extxyz').arrays['sublattice'].tolist() == atoms.arrays['sublattice'].tolist()
