@@ -1,7 +1,9 @@
 """``nmcml.evaluate``: a committee's predictions on a TrainingSet, parity against DFT and the deviation calibration.
 
-The calibration (true force error ≈ k · committee deviation, fit through the origin) is an output of its own so the
-active-learning selection can read ``k`` from the graph instead of trusting literature thresholds blindly.
+The calibration (per atom: the maximum-likelihood scale of the committee variance, Spearman's rho, trust levels) and
+its binned reliability curve are outputs of their own so the active-learning selection reads them from the graph
+instead of trusting literature thresholds blindly. A committee whose spread is negligible is refused (exit code
+``ERROR_NEGLIGIBLE_SPREAD``) rather than calibrated: see ``aiida_nmcml.analysis.metrics.calibrate_committee``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,20 @@ from __future__ import annotations
 from ..data.trainingset import TrainingSet
 from ..engine.evaluate import ARRAYS_FILENAME, METRICS_FILENAME
 from .base import EngineCalculation
+
+
+def declare_negligible_spread(spec) -> None:
+    """The exit code of a committee whose spread is too small to calibrate (shared with nmcml.finetune)."""
+    try:
+        from ..common import exit_codes
+
+        exit_codes.declare(spec, 'ERROR_NEGLIGIBLE_SPREAD')
+    except (ImportError, KeyError):  # the one exit-code table does not list it (yet): same number, same label
+        spec.exit_code(
+            730,
+            'ERROR_NEGLIGIBLE_SPREAD',
+            message='{message}',
+        )
 
 FRAMES_FILENAME = 'frames.xyz'
 
@@ -23,7 +39,14 @@ class EvaluateCalculation(EngineCalculation):
 
         super().define(spec)
         spec.input('frames', valid_type=TrainingSet, help='Frames to predict; REF_* labels enable parity metrics.')
-        spec.inputs['models'].required = True
+        spec.inputs['models'].required = False  # a universal potential by name replaces the models (zero-shot)
+        spec.input(
+            'universal_potential',
+            valid_type=orm.Str,
+            required=False,
+            help='Zero-shot baseline instead of `models`: chgnet, or sevennet-0 when installed. Its energies carry '
+            'Materials Project corrections, so they are compared only as differences (metrics `energy_differences`).',
+        )
         spec.inputs.validator = cls.validate_inputs
         spec.output('predictions', valid_type=orm.ArrayData, help='Per-frame and per-atom committee predictions.')
         spec.output('metrics', valid_type=orm.Dict, help='Parity (RMSE/MAE) of the committee mean and each member.')
@@ -31,17 +54,33 @@ class EvaluateCalculation(EngineCalculation):
             'calibration',
             valid_type=orm.Dict,
             required=False,
-            help='error ≈ slope · max force deviation (through the origin); committees of ≥ 2 only.',
+            help='Per-atom calibration of the spread: alpha (ML scale), Spearman rho, trust levels; committees of ≥ 2.',
+        )
+        spec.output(
+            'reliability',
+            valid_type=orm.ArrayData,
+            required=False,
+            help='Binned RMS force error against binned committee deviation (per atom), with P(error > tolerance).',
         )
         spec.default_output_node = 'metrics'
+        declare_negligible_spread(spec)
 
     @staticmethod
     def validate_inputs(inputs, ctx):
         if 'models' not in ctx or 'frames' not in ctx:  # exposed in a work chain that supplies them later
             return None
         models = inputs.get('models', {})
+        universal = inputs.get('universal_potential')
+        if universal is not None:
+            from ..engine.teacher import TEACHERS
+
+            if models:
+                return 'give either `models` or `universal_potential`, not both'
+            if universal.value not in TEACHERS:
+                return f'unknown universal_potential {universal.value!r}: choose one of {", ".join(TEACHERS)}'
+            return None
         if not models:
-            return 'give at least one model in the `models` namespace'
+            return 'give at least one model in the `models` namespace (or a `universal_potential` by name)'
         frames = inputs.get('frames')
         if frames is not None:
             if not frames.num_frames:
@@ -54,6 +93,8 @@ class EvaluateCalculation(EngineCalculation):
 
     def write_inputs(self, folder, config: dict) -> dict:
         config['frames'] = FRAMES_FILENAME
+        if 'universal_potential' in self.inputs:
+            config['universal_potential'] = self.inputs.universal_potential.value
         return config
 
     def prepare_for_submission(self, folder):

@@ -66,7 +66,7 @@ class TeacherLabelCalculation(EngineCalculation):
         spec.output('labelled', valid_type=TrainingSet, help='The frames with the teacher labels (REF_*).')
         spec.output('teacher_identity', valid_type=orm.Dict, help='Teacher name, versions and weights sha256.')
         spec.output('summary', valid_type=orm.Dict, help='Counts, dropped frames and timings.')
-        spec.default_output_node = 'labelled'
+        spec.default_output_node = 'summary'
         spec.exit_code(
             320,
             'ERROR_TEACHER_UNAVAILABLE',

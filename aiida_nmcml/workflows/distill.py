@@ -78,7 +78,7 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
         spec.output('validation_set', valid_type=TrainingSet, help='Held-out teacher-labelled frames.')
         spec.output('teacher_identity', valid_type=orm.Dict, help='Teacher name, versions and weights sha256.')
         spec.output('metrics', valid_type=orm.Dict, help='Training metrics of mace_run_train (vs the teacher).')
-        spec.default_output_node = 'model'
+        spec.default_output_node = 'metrics'
 
         spec.exit_code(410, 'ERROR_LABELLING_FAILED', message='Teacher labelling failed: {message}')
         spec.exit_code(

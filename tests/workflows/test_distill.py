@@ -1,0 +1,121 @@
+"""nmcml.distill: protocols and input checks, then a real `fast` distillation from CHGNet on the daemon whose model
+fine-tunes through nmcml.finetune and runs NMC811 MD at 600 K without blowing up.
+
+Everything is real: CHGNet labels (weights from its wheel), mace_run_train, the engine MD. The fine-tuning data are
+teacher-labelled frames held out from the distillation (the plumbing and the model under test are the real ones; real
+pw.x labels of even a tiny cell would add minutes, and tests/workflows/test_finetune.py covers fine-tuning on them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from aiida import orm
+from ase.io import read
+
+from aiida_nmcml.calculations.teacher import TeacherLabelCalculation
+from aiida_nmcml.data.model import MaceModel
+from aiida_nmcml.data.trainingset import TrainingSet
+from aiida_nmcml.engine.teacher import sample_configurations
+from aiida_nmcml.workflows.distill import EXTRAS_TEACHER, DistillWorkChain
+
+
+@pytest.mark.parametrize('protocol', ['demo', 'fast', 'moderate', 'precise'])
+def test_protocol_builders(protocol, nmcml_codes):
+    builder = DistillWorkChain.get_builder_from_protocol(
+        nmcml_codes['engine'], nmcml_codes['mace_train'], protocol=protocol
+    )
+    expected = DistillWorkChain.get_protocol_inputs(protocol)
+    assert builder.train.parameters['max_num_epochs'] == expected['train']['parameters']['max_num_epochs']
+    assert builder.sample['frames_per_x'] == expected['sample']['frames_per_x']
+    assert builder.label.teacher.value == 'chgnet'
+    assert builder.train.metadata.options['environment_variables'] == {'OMP_NUM_THREADS': '1'}
+    # every level's sampler and label settings pass their schemas
+    assert DistillWorkChain.spec().inputs['sample'].validator(builder.sample, None) is None
+    assert TeacherLabelCalculation.spec().inputs['parameters'].validator(builder.label.parameters, None) is None
+
+
+def test_misspelt_keys_are_refused_before_submission(nmcml_codes):
+    with pytest.raises(ValueError, match="did you mean 'frames_per_x'"):  # refused as soon as it is set
+        DistillWorkChain.get_builder_from_protocol(
+            nmcml_codes['engine'], nmcml_codes['mace_train'], protocol='fast', overrides={'sample': {'frame_per_x': 3}}
+        )
+    frames = TrainingSet.from_frames(sample_configurations({'frames_per_x': 1, 'x_li': [1.0]})).store()
+    builder = TeacherLabelCalculation.get_builder()
+    builder.code = nmcml_codes['engine']
+    builder.frames = frames
+    with pytest.raises(ValueError, match='unknown teacher'):
+        builder.teacher = orm.Str('mace-mp-0')
+    with pytest.raises(ValueError, match="did you mean 'temperatures_K'"):
+        builder.parameters = orm.Dict({'md': {'temperature_K': [300.0]}})
+
+
+@pytest.mark.daemon
+@pytest.mark.slow
+def test_fast_distillation_finetunes_and_runs_md(nmcml_codes, submit_and_await):
+    from aiida.plugins import CalculationFactory
+
+    from aiida_nmcml import structures
+    from aiida_nmcml.engine.common import sha256sum
+    from aiida_nmcml.engine.teacher import chgnet_weights_path
+    from aiida_nmcml.workflows.finetune import FinetuneWorkChain
+
+    builder = DistillWorkChain.get_builder_from_protocol(
+        nmcml_codes['engine'], nmcml_codes['mace_train'], protocol='fast'
+    )
+    node = submit_and_await(builder, timeout=900)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    weights = sha256sum(chgnet_weights_path())
+
+    # the model names its teacher: extras and the graph (model <- train <- training_set <- split <- label job)
+    model = node.outputs.model
+    assert model.base.extras.get(EXTRAS_TEACHER)['weights_sha256'] == weights
+    assert sorted(model.elements) == ['Co', 'Li', 'Mn', 'Ni', 'O']
+    train = model.creator
+    label = node.outputs.training_set.creator.inputs.training_set.creator
+    assert train.inputs.training_set.uuid == node.outputs.training_set.uuid
+    assert label.process_type.endswith('nmcml.teacher.label') and label.inputs.teacher.value == 'chgnet'
+    assert node.outputs.teacher_identity['weights_sha256'] == weights
+
+    # every frame carries the teacher's identity; MD snapshots are in
+    frames = node.outputs.training_set.get_frames() + node.outputs.validation_set.get_frames()
+    assert all(a.info['teacher_weights_sha256'] == weights and a.info['teacher'] == 'chgnet' for a in frames)
+    assert any(a.info['config_type'] == 'teacher_md' for a in frames)
+    assert node.outputs.training_set.dft_settings['engine'] == 'teacher'
+    assert label.outputs.labelled.base.attributes.get('teacher')['name'] == 'chgnet'
+
+    # the distilled model is a foundation model for nmcml.finetune
+    held_out = node.outputs.validation_set
+    finetune = FinetuneWorkChain.get_builder_from_protocol(
+        nmcml_codes['mace_train'],
+        held_out,
+        validation_set=held_out,
+        foundation_model=model,
+        protocol='demo',
+        overrides={'committee_size': 1, 'train': {'parameters': {'max_num_epochs': 1}}},
+    )
+    tuned = submit_and_await(finetune, timeout=600)
+    assert tuned.is_finished_ok, (tuned.exit_status, tuned.exit_message)
+    member = tuned.outputs.models['member_0']
+    assert isinstance(member, MaceModel) and member.sha256 != model.sha256
+    assert set(member.elements) == set(model.elements)
+
+    # ... and runs NMC811 MD at 600 K without blowing up (stop rules: atoms closer than 0.7 Å, temperature runaway)
+    nmc = structures.to_structure_data(structures.build_nmc(40, x_li=1.0, seed=0))
+    Md = CalculationFactory('nmcml.md')
+    md = Md.get_builder()
+    md.code = nmcml_codes['engine']
+    md.structure = nmc
+    md.models = {'m0': member}
+    md.device = orm.Str('cpu')
+    md.parameters = orm.Dict({'temperature_K': 600.0, 'steps': 200, 'trajectory_stride': 10, 'seed': 1})
+    md_node = submit_and_await(md, timeout=600)
+    assert md_node.is_finished_ok, (md_node.exit_status, md_node.exit_message)
+    summary = md_node.outputs.output_parameters.get_dict()
+    assert summary['steps_run'] == 200 and summary['stopped_by'] is None
+    with md_node.outputs.trajectory.as_path() as path:
+        trajectory = read(path, index=':', format='extxyz')
+    closest = min(float(np.min(a.get_all_distances(mic=True)[np.triu_indices(len(a), 1)])) for a in trajectory)
+    temperatures = [a.info['temperature'] for a in trajectory]
+    assert closest > 1.2, closest  # Li-O ~2.0 Å, O-O ~2.6 Å: anything near 1 Å is a collapse
+    assert max(temperatures) < 1500, temperatures
