@@ -5,20 +5,20 @@
 1. structures — LiNiO2-type cells (4 atoms) and an NMC811 supercell from ``aiida_nmcml.structures``;
 2. ``nmcml.label`` — DFT+U labels with pw.x (demo protocol: tiny cutoffs, not converged);
 3. ``nmcml.finetune`` — a committee of two MACE models fine-tuned from a foundation model. Offline (CI, air-gapped
-   machines) the foundation model is a tiny MACE trained here on toy data — a stand-in for the *workflow*, not physics;
+   machines) the foundation model is a small MACE distilled from CHGNet (``nmcml.distill``, protocol demo; built once
+   per machine, then reused; docs/foundation.md) — grounded in a universal potential, not DFT;
 4. ``nmcml.md`` — NVT MD of NMC811 with the committee's force deviation monitored on the fly;
 5. ``nmcml.search`` — a genetic search for the lowest-energy Li/vacancy ordering at x = 0.75.
 
 Everything is submitted to the daemon and collected in the group ``nmcml/demo/<timestamp>``; inspect it with
 ``verdi process list -a`` and ``verdi process report <pk>``. Numbers printed here are demo-grade: 4-atom DFT cells at
-30 Ry and a toy foundation model, never to be quoted.
+30 Ry and a demo-grade distilled foundation model, never to be quoted.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import pathlib
 import sys
 import time
 
@@ -40,15 +40,14 @@ def wait(node, what: str, poll: float = 3.0):
 
 
 def foundation(args):
-    from aiida_nmcml.data.model import MaceModel, resolve_foundation_model
+    from aiida_nmcml.data.model import resolve_foundation_model
 
     if args.foundation:
         return resolve_foundation_model(args.foundation)
-    from aiida_nmcml.testing.toymodel import train_tiny_mace
+    from aiida_nmcml.workflows.distill import get_or_distill_foundation
 
-    cache = pathlib.Path.home() / '.cache' / 'aiida-nmcml' / 'toy-foundation'
-    print('  no foundation model given and none can be downloaded offline: training the tiny stand-in (~20 s)')
-    return MaceModel.get_or_create(train_tiny_mace(cache), source='toy stand-in (aiida_nmcml.testing.toymodel)')
+    # Offline: a MACE distilled from CHGNet (weights in its wheel), built once per machine and reused (nmcml.distill).
+    return get_or_distill_foundation('demo', echo=lambda message: print(f'  {message}'))
 
 
 def main(argv=None) -> int:
@@ -59,7 +58,7 @@ def main(argv=None) -> int:
 
     from aiida import load_profile, orm
     from aiida.engine import submit
-    from aiida.plugins import CalculationFactory, WorkflowFactory
+    from aiida.plugins import WorkflowFactory
 
     from aiida_nmcml import structures
 
@@ -108,8 +107,8 @@ def main(argv=None) -> int:
     metrics = finetune.outputs.metrics.get_dict()
     print(f'  committee of {len(committee)}; validation metrics: {metrics}')
 
-    print('4. MD with on-the-fly committee uncertainty (nmcml.md, protocol demo)')
-    Md = CalculationFactory('nmcml.md')
+    print('4. MD with on-the-fly committee uncertainty (nmcml.md.base: restarts a killed run, protocol demo)')
+    Md = WorkflowFactory('nmcml.md.base')
     md_builder = Md.get_builder_from_protocol(
         codes['engine'], nmc, models=committee, protocol='demo', overrides={'parameters': {'steps': args.md_steps}}
     )
