@@ -15,16 +15,10 @@ from .base import EngineCalculation
 
 def declare_negligible_spread(spec) -> None:
     """The exit code of a committee whose spread is too small to calibrate (shared with nmcml.finetune)."""
-    try:
-        from ..common import exit_codes
+    from ..common import exit_codes
 
-        exit_codes.declare(spec, 'ERROR_NEGLIGIBLE_SPREAD')
-    except (ImportError, KeyError):  # the one exit-code table does not list it (yet): same number, same label
-        spec.exit_code(
-            730,
-            'ERROR_NEGLIGIBLE_SPREAD',
-            message='{message}',
-        )
+    exit_codes.declare(spec, 'ERROR_NEGLIGIBLE_SPREAD')
+
 
 FRAMES_FILENAME = 'frames.xyz'
 

@@ -7,6 +7,12 @@ Three modes follow from which inputs are given (no mode flag that could disagree
 * ``foundation_model`` + ``replay_set``: multihead fine-tuning, the replay data given as a local ``pt_train_file``,
   so mace-torch never tries to download Materials Project data at run time (compute nodes are often offline).
 
+Energy references: with a foundation model the E0 dictionary is an input (``e0s``, a Dict made by the calcfunction
+``aiida_nmcml.workflows.finetune.compute_e0s``, which ``nmcml.finetune`` runs once per committee) and reaches
+``mace_run_train`` explicitly as ``E0s: '{z: eV, ...}'`` for every element of the foundation model. mace-torch's own
+``estimated`` pads the elements absent from the data with 0.0, and multihead fine-tuning gave the new head the
+foundation's E0s (science review B2, B3; see ``aiida_nmcml/analysis/e0s.py``).
+
 Everything a user can get wrong about the data (empty set, NaN labels, elements the foundation model lacks) is
 checked when the process is built, before anything is submitted: nothing is lost and the message says what to fix.
 GPUs: ``device='cuda'`` plus scheduler directives in ``metadata.options.custom_scheduler_commands`` (AiiDA's job
@@ -34,6 +40,7 @@ FOUNDATION_FILENAME = 'foundation.model'
 STDOUT_FILENAME = 'mace_train.out'
 STDERR_FILENAME = 'mace_train.err'
 HASH_CHECK_FILENAME = 'hash_check.err'
+CHECKPOINTS_DIR = 'checkpoints'  # mace_run_train's default checkpoints_dir (reserved key)
 
 TRAIN_EXIT_LABELS = (
     'ERROR_MISSING_OUTPUT_FILES',
@@ -72,6 +79,7 @@ RESERVED_KEYS = frozenset(
         'downloads_dir',
         'wandb',
         'distributed',
+        'restart_latest',  # set from the parent_folder input
         *DATA_KEYS,
     }
 )
@@ -150,8 +158,55 @@ def validate_inputs(inputs, ctx):
                 f'the foundation model (elements {foundation.elements}) lacks {missing} present in the data: pick a '
                 'foundation model that covers them or train from scratch'
             )
-        if parameters.get('E0s') == 'average' and 'replay_set' in inputs:
-            return 'E0s=average cannot be used for multihead fine-tuning: use E0s=foundation (the default)'
+        if 'e0s' not in inputs:
+            return (
+                'fine-tuning needs the `e0s` input (mace-torch would pad elements absent from the data with E0 = 0): '
+                'compute it with aiida_nmcml.workflows.finetune.compute_e0s(foundation_model, training_set), as '
+                'nmcml.finetune does'
+            )
+    if 'e0s' in inputs:
+        if 'E0s' in parameters:
+            return 'parameters may not set E0s when the `e0s` input is given: it is set from that Dict'
+        message = check_e0s(inputs['e0s'].get_dict(), foundation)
+        if message:
+            return message
+        if foundation is not None and 'replay_set' not in inputs:
+            message = check_foundation_carries_e0s(foundation, inputs['e0s'].get_dict()['e0s'])
+            if message:
+                return message
+    return None
+
+
+def check_foundation_carries_e0s(foundation, e0s: dict) -> str | None:
+    """Naive fine-tuning: mace-torch 0.3.16 copies the foundation's E0 buffer over the ``E0s`` argument.
+
+    (``load_foundations_elements`` copies every tensor of matching shape.) The E0s therefore only reach the model if
+    the foundation file already carries them: ``workflows.finetune.prepare_member_model`` writes such a copy.
+    """
+    recorded = foundation.e0s
+    differs = recorded is None or any(abs(recorded.get(k, np.inf) - float(v)) > 1e-8 for k, v in e0s.items())
+    if differs:
+        return (
+            'naive fine-tuning: the foundation model does not carry the E0s of the `e0s` input, and mace-torch '
+            "would replace them by the foundation's own: fine-tune from "
+            'aiida_nmcml.workflows.finetune.prepare_member_model(foundation_model, seed, diversity, e0s), as '
+            'nmcml.finetune does'
+        )
+    return None
+
+
+def check_e0s(content: dict, foundation) -> str | None:
+    """Why an ``e0s`` Dict cannot be used, or None: every foundation element needs a finite E0."""
+    e0s = content.get('e0s')
+    if not isinstance(e0s, dict) or not e0s:
+        return 'the e0s Dict needs an `e0s` entry {symbol: eV} (see aiida_nmcml.workflows.finetune.compute_e0s)'
+    bad = sorted(k for k, v in e0s.items() if not isinstance(v, int | float) or not np.isfinite(v))
+    if bad:
+        return f'the E0s of {bad} are not finite numbers'
+    if foundation is not None:
+        missing = sorted(set(foundation.elements) - set(e0s))
+        if missing:
+            return f'the e0s Dict has no E0 for {missing} of the foundation model: recompute it for this model'
     return None
 
 
@@ -186,7 +241,22 @@ class MaceTrainCalculation(CalcJob):
             required=False,
             help='mace_run_train options (hyperparameters) merged over the plugin defaults.',
         )
+        spec.input(
+            'e0s',
+            valid_type=orm.Dict,
+            required=False,
+            help='Atomic reference energies of the fitted head, `{"e0s": {symbol: eV}}` covering every foundation '
+            'element (made by workflows.finetune.compute_e0s); required with a foundation_model.',
+        )
         spec.input('seed', valid_type=orm.Int, default=lambda: orm.Int(1), help='Random seed of the training.')
+        spec.input(
+            'parent_folder',
+            valid_type=orm.RemoteData,
+            required=False,
+            help='Work directory of an earlier run of the same training (killed by the walltime): its mace '
+            'checkpoints are copied and the training continues from the latest one (restart_latest). Set by '
+            'nmcml.mace.train.base.',
+        )
         spec.input(
             'device',
             valid_type=orm.Str,
@@ -222,14 +292,14 @@ class MaceTrainCalculation(CalcJob):
         """The ``--config`` YAML: plugin defaults < user parameters < values fixed by the input nodes."""
         parameters = self.inputs.parameters.get_dict() if 'parameters' in self.inputs else {}
         config = {**DEFAULT_PARAMETERS}
-        if 'foundation_model' not in self.inputs:
-            config['E0s'] = 'average'
-        elif 'replay_set' in self.inputs:
-            config['E0s'] = 'foundation'  # multihead: the replay head shares the foundation's reference
+        if 'e0s' in self.inputs:
+            # Explicit, for every foundation element (analysis/e0s.py). In multihead mode this is the fine-tuning
+            # head's reference; mace-torch gives the replay head (pt_head) the foundation's own E0s.
+            from ..analysis.e0s import mace_e0s_argument
+
+            config['E0s'] = mace_e0s_argument(self.inputs.e0s.get_dict()['e0s'])
         else:
-            # Naive fine-tuning on another DFT code/functional than the foundation's: shift the foundation E0s by a
-            # least-squares fit to the new labels (elements absent from the data keep the foundation's value).
-            config['E0s'] = 'estimated'
+            config['E0s'] = 'average'  # from scratch (fine-tuning without e0s is refused by the validator)
         if 'foundation_model' in self.inputs:
             # Keep every element of the foundation model: a model fine-tuned on LiNiO2 frames must still run on
             # NMC811 cells with Mn and Co (mace-torch otherwise shrinks the model to the elements of the data).
@@ -253,6 +323,8 @@ class MaceTrainCalculation(CalcJob):
             if 'replay_set' in self.inputs:
                 config['pt_train_file'] = REPLAY_FILENAME
         config['batch_size'] = effective_batch_size(self.inputs.training_set, config)
+        if 'parent_folder' in self.inputs:
+            config['restart_latest'] = True  # the parent's checkpoints/ is copied in (see prepare_for_submission)
         return config
 
     def prepare_for_submission(self, folder):
@@ -288,6 +360,12 @@ class MaceTrainCalculation(CalcJob):
         seed = int(self.inputs.seed.value)
         calcinfo.codes_info = [codeinfo]
         calcinfo.local_copy_list = local_copy_list
+        if 'parent_folder' in self.inputs:
+            # A missing checkpoints/ is skipped by AiiDA with a warning, and mace then starts from epoch 0.
+            parent = self.inputs.parent_folder
+            calcinfo.remote_copy_list = [
+                (parent.computer.uuid, f'{parent.get_remote_path()}/{CHECKPOINTS_DIR}', CHECKPOINTS_DIR)
+            ]
         calcinfo.retrieve_list = [
             STDOUT_FILENAME,
             STDERR_FILENAME,

@@ -86,9 +86,16 @@ def read_model_metadata(data: bytes) -> dict:
         architecture['hidden_irreps'] = str(model.products[0].linear.irreps_out)
     except (AttributeError, IndexError, TypeError):
         pass
+    try:  # the E0s of the head mace_run_train fine-tunes from (checked against the `e0s` input of a training)
+        from ..analysis.e0s import foundation_e0s
+
+        e0s = foundation_e0s(model)
+    except (AttributeError, ValueError, IndexError):
+        e0s = None
     return {
         'elements': [chemical_symbols[z] for z in numbers],
         'atomic_numbers': numbers,
+        'e0s': e0s,
         'r_max': float(model.r_max),
         'dtype': dtype,
         'heads': heads,
@@ -175,6 +182,12 @@ class MaceModel(orm.SinglefileData):
     @property
     def heads(self) -> list[str]:
         return list(self.base.attributes.get('heads', ['Default']))
+
+    @property
+    def e0s(self) -> dict | None:
+        """``{symbol: eV}`` of the head fine-tuned from (None for nodes made before this was recorded)."""
+        value = self.base.attributes.get('e0s', None)
+        return dict(value) if value is not None else None
 
     @property
     def architecture(self) -> dict:

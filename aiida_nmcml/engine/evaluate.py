@@ -198,7 +198,7 @@ def check_config(config: dict) -> None:
         if not isinstance(value, int | float) or not value > 0:
             raise EngineError('invalid_input', f'{key} must be a positive number (eV/Å), not {value!r}')
     if not isinstance(config['n_bins'], int) or not 1 <= config['n_bins'] <= 100:
-        raise EngineError('invalid_input', f"n_bins must be an integer between 1 and 100, not {config['n_bins']!r}")
+        raise EngineError('invalid_input', f'n_bins must be an integer between 1 and 100, not {config["n_bins"]!r}')
 
 
 def run(config: dict) -> None:
@@ -249,7 +249,7 @@ def run(config: dict) -> None:
         raise EngineError(
             'negligible_spread',
             f"the committee's median per-atom force deviation is {cal['median_deviation']:.2e} eV/Å "
-            f"(< min_spread {cal['min_spread']:.1e}) against an RMS error of {cal['rms_error']:.2e} eV/Å: its members "
+            f'(< min_spread {cal["min_spread"]:.1e}) against an RMS error of {cal["rms_error"]:.2e} eV/Å: its members '
             'agree too well for the spread to measure anything. Train members on different data (bootstrap) and from '
             're-initialised readouts (nmcml.finetune does both by default).',
         )

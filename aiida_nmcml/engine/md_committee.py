@@ -4,6 +4,12 @@ Evaluating a committee of N every step costs ~N times one model (measured ~2.5x 
 construction is shared). The spread only has to be *sampled* to decide whether the run has left the model's domain,
 so the driver (committee member 0) integrates, and members 1..N-1 are evaluated on the monitor steps; their forces
 are combined with the driver's forces already computed for that step.
+
+Every member is compared in the *same* dtype. When the monitor runs in another precision than the driver
+(``committee_dtype: float32`` with a float64 driver, to save memory and time), the driver's float64 forces are not
+mixed with float32 members: that mix adds the float32/float64 difference (~1e-6-1e-5 eV/Å for a small MACE) to the
+spread, a noise floor as large as the spread of a seed-only committee (science review B4). Member 0 is then
+evaluated again in the committee dtype on the monitor steps (one extra model call per monitor step).
 """
 
 from __future__ import annotations
@@ -46,14 +52,16 @@ class Committee:
         self.size = len(models)
         self.driver = make_calculator(models[:1], device=device, dtype=dtype)
         rest_dtype = committee_dtype or dtype
-        self._rest = make_calculator(models[1:], device=device, dtype=rest_dtype) if len(models) > 1 else None
+        # same dtype as the driver: reuse the driver's forces; another dtype: all members in the monitor's dtype
+        self.reuse_driver = rest_dtype == dtype
+        self.dtype = rest_dtype
+        monitored = models[1:] if self.reuse_driver else models
+        self._rest = make_calculator(monitored, device=device, dtype=rest_dtype) if len(models) > 1 else None
 
     def deviation(self, atoms) -> Deviation | None:
         """Spread of the committee at the current positions; ``None`` for a single model (nothing to compare)."""
         if self._rest is None:
             return None
-        driver_forces = atoms.get_forces()  # cached by the driver for this step
-        driver_energy = atoms.get_potential_energy()
         probe = atoms.copy()
         probe.calc = self._rest
         self._rest.calculate(probe, ['energy', 'forces'])
@@ -62,6 +70,10 @@ class Committee:
             rest_forces, rest_energies = results['forces_comm'], np.atleast_1d(results['energy_comm'])
         else:
             rest_forces, rest_energies = results['forces'][None], np.array([results['energy']])
+        if not self.reuse_driver:
+            return force_deviation(np.asarray(rest_forces), np.asarray(rest_energies), len(atoms))
+        driver_forces = atoms.get_forces()  # cached by the driver for this step
+        driver_energy = atoms.get_potential_energy()
         forces = np.concatenate([driver_forces[None], rest_forces], axis=0)
         energies = np.concatenate([[driver_energy], rest_energies])
         return force_deviation(forces, energies, len(atoms))

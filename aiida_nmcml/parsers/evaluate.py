@@ -1,4 +1,9 @@
-"""Parser of ``nmcml.evaluate``: arrays and metrics from ``retrieved`` only."""
+"""Parser of ``nmcml.evaluate``: arrays and metrics from ``retrieved`` only.
+
+The calibration (a Dict) and its reliability curve (an ArrayData) are outputs of their own so that active learning
+reads the scale and trust levels from the graph. A committee without spread (engine status ``negligible_spread``)
+keeps its predictions and metrics but gets no calibration, and the job fails with its own exit code.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from .base import EngineParser
 
 
 class EvaluateParser(EngineParser):
+    status_to_exit_code = {'negligible_spread': 'ERROR_NEGLIGIBLE_SPREAD'}
+    keep_outputs_on = ('negligible_spread',)
+
     def parse_outputs(self, status: dict):
         missing = [name for name in (ARRAYS_FILENAME, METRICS_FILENAME) if not self.has_file(name)]
         if missing:
@@ -26,6 +34,17 @@ class EvaluateParser(EngineParser):
         calibration = metrics.pop('calibration', None)
         self.out('predictions', predictions)
         self.out('metrics', orm.Dict(metrics))
-        if calibration and calibration.get('slope') is not None:
+        if calibration and not calibration.get('negligible_spread') and calibration.get('n_atoms'):
+            curve = calibration.pop('reliability', None) or {}
             self.out('calibration', orm.Dict(calibration))
+            if curve.get('lower'):
+                self.out('reliability', reliability_array(curve))
         return None
+
+
+def reliability_array(curve: dict) -> orm.ArrayData:
+    """The binned reliability curve (see ``analysis.metrics.reliability_curve``) as one array per column."""
+    array = orm.ArrayData()
+    for key, values in curve.items():
+        array.set_array(key, np.asarray(values))
+    return array

@@ -28,6 +28,8 @@ from ..calculations.train import (
 )
 from ..data.model import MaceModel
 
+EV_PER_A3_TO_GPA = 160.21766208  # stress RMSE reported in GPa next to eV/Å^3
+
 # Error-table column headers of mace-torch -> (metric key, factor to eV units)
 TABLE_COLUMNS = {
     'RMSE E / meV / atom': ('rmse_e_per_atom', 1e-3),
@@ -122,6 +124,15 @@ class MaceTrainParser(Parser):
             metrics['valid'] = {**table['valid'], **metrics['valid']}
         if curve:
             self.out('learning_curve', self._curve_array(curve))
+        if 'e0s' in self.node.inputs:
+            # what the model's energy reference rests on, next to its errors (rank deficiency, absent elements)
+            e0s = self.node.inputs.e0s.get_dict()
+            metrics['e0s_warning'] = e0s.get('warning')
+            metrics['e0s_rank_deficient'] = e0s.get('rank_deficient')
+        for subset in ('train', 'valid'):
+            stress = metrics.get(subset, {}).get('rmse_stress')
+            if isinstance(stress, int | float) and math.isfinite(stress):
+                metrics[subset]['rmse_stress_GPa'] = stress * EV_PER_A3_TO_GPA
 
         nan_rows = [r for r in rows if not _finite(r.get('loss'))]
         if nan_rows:

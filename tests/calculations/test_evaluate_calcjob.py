@@ -41,8 +41,11 @@ def test_committee_evaluation(nmcml_codes, scratch_training, tiny_foundation_mod
     for key in ('energy_per_atom', 'forces', 'stress'):
         assert math.isfinite(metrics[key]['rmse']) and 0 < metrics[key]['mae'] <= metrics[key]['rmse']
     calibration = node.outputs.calibration.get_dict()
-    x, y = predictions.get_array('max_force_deviation'), predictions.get_array('max_force_error')
-    assert calibration['slope'] == pytest.approx(float(x @ y / (x @ x)))
+    deviation, error = predictions.get_array('atomic_force_deviation'), predictions.get_array('atomic_force_error')
+    assert calibration['alpha2_raw'] == pytest.approx(float(np.mean(error**2 / (2 * deviation**2))), rel=1e-6)
+    assert calibration['n_atoms'] == natoms.sum()
+    assert sum(node.outputs.reliability.get_array('count')) == natoms.sum()
+    assert metrics['summary']['stress_rmse_GPa'] == pytest.approx(metrics['stress']['rmse'] * 160.21766208)
     # input.json names the model files with the hashes of their nodes
     config = node.base.repository.get_object_content('input.json')
     assert models['a'].sha256 in config and models['b'].sha256 in config

@@ -70,10 +70,51 @@ def test_committee_matches_direct_evaluation(workdir, committee_models, toy_fram
     assert metrics['members'][1]['forces']['rmse'] == pytest.approx(rmse_member, rel=1e-6)
     assert np.isfinite(metrics['stress']['rmse'])
 
+    # per atom: deviation and error by hand; the calibration is the ML scale of these (not a fit of frame maxima)
+    per_atom_dev = np.sqrt(np.mean(np.sum((direct_f - mean_f) ** 2, axis=-1), axis=0))
+    per_atom_err = np.linalg.norm(mean_f - ref_f, axis=-1)
+    np.testing.assert_allclose(arrays['atomic_force_deviation'], per_atom_dev, atol=1e-6)
+    np.testing.assert_allclose(arrays['atomic_force_error'], per_atom_err, atol=1e-6)
     calibration = metrics['calibration']
-    x, y = arrays['max_force_deviation'], arrays['max_force_error']
-    assert calibration['slope'] == pytest.approx(float(x @ y / (x @ x)))
-    assert calibration['slope'] > 0 and calibration['n'] == len(frames)
+    raw = np.mean(per_atom_err**2 / (2 * per_atom_dev**2))  # s^2 = M/(M-1) d^2 with M = 2
+    assert calibration['alpha2_raw'] == pytest.approx(raw, rel=1e-4)
+    assert calibration['alpha2'] == pytest.approx(raw / 3 - 0.5, rel=1e-4)  # k = 3: (k-2)/k <r> - 1/M
+    assert calibration['n_atoms'] == len(ref_f) and calibration['negligible_spread'] is False
+    assert -1 <= calibration['spearman'] <= 1
+    assert sum(calibration['reliability']['count']) == len(ref_f)
+
+    # stress in GPa next to meV/atom and meV/Å
+    ref_s = np.array([a.info['REF_stress'] for a in frames])
+    stress_rmse = np.sqrt(np.mean((arrays['stress'] - ref_s) ** 2)) * 160.21766208
+    assert metrics['summary']['stress_rmse_GPa'] == pytest.approx(stress_rmse, rel=1e-6)
+    assert metrics['summary']['forces_rmse_meV_per_A'] == pytest.approx(rmse_f * 1e3, rel=1e-6)
+    assert metrics['summary']['energy_rmse_meV_per_atom'] == pytest.approx(
+        metrics['energy_per_atom']['rmse'] * 1e3, rel=1e-9
+    )
+
+
+def test_committee_without_spread_is_refused_after_writing_its_outputs(workdir, tiny_foundation_model):
+    """Two copies of one model (what a seed-only fine-tuned committee nearly is): no calibration, own status."""
+    import shutil
+
+    from aiida_nmcml.engine.evaluate import run
+
+    twin = workdir / 'twin.model'
+    shutil.copy(tiny_foundation_model, twin)
+    with pytest.raises(EngineError) as info:
+        run({'frames': 'frames.xyz', 'models': models_config([tiny_foundation_model, twin]), 'device': 'cpu'})
+    assert info.value.status == 'negligible_spread'
+    assert 'bootstrap' in info.value.message
+    metrics = json.loads((workdir / 'evaluate_metrics.json').read_text())
+    assert metrics['calibration']['negligible_spread'] is True
+    assert metrics['forces']['rmse'] > 0  # the predictions are still there
+
+
+def test_invalid_calibration_settings_refused(workdir, committee_models):
+    from aiida_nmcml.engine.evaluate import run
+
+    with pytest.raises(EngineError, match='tolerance must be a positive'):
+        run({'frames': 'frames.xyz', 'models': models_config(committee_models), 'tolerance': -1})
 
 
 def test_single_model_has_no_calibration(workdir, tiny_foundation_model):
@@ -81,7 +122,7 @@ def test_single_model_has_no_calibration(workdir, tiny_foundation_model):
 
     run({'frames': 'frames.xyz', 'models': models_config([tiny_foundation_model]), 'device': 'cpu'})
     metrics = json.loads((workdir / 'evaluate_metrics.json').read_text())
-    assert metrics['calibration']['slope'] is None
+    assert metrics['calibration'] is None
     assert metrics['forces']['rmse'] > 0
     assert np.all(np.load(workdir / 'evaluate_arrays.npz')['max_force_deviation'] == 0)
 
