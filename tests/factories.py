@@ -42,6 +42,7 @@ def make_calc_job_node(
     exit_status: int | None = None,
     exit_message: str | None = None,
     remote_path: str = '/tmp',
+    parse: bool = False,
 ):
     """A stored ``CalcJobNode`` of ``entry_point`` (e.g. ``'nmcml.md'``) with ``retrieved`` and ``remote_folder``.
 
@@ -49,6 +50,8 @@ def make_calc_job_node(
     :param files: extra (or replacing) retrieved files, name -> bytes; ``case`` and ``files`` may be combined.
     :param inputs: input nodes linked to the node (nested dicts become ``a__b`` link labels); stored if needed.
     :param exit_status: makes the node a *finished* process with that status (for handler tests).
+    :param parse: run the entry point's parser on ``retrieved`` and attach its outputs to the node, as the engine
+        would; without ``exit_status`` the parser's exit status is used. A mock child with real parsed outputs.
     """
     from aiida import orm
     from aiida.common.links import LinkType
@@ -75,6 +78,16 @@ def make_calc_job_node(
     remote = orm.RemoteData(computer=computer, remote_path=remote_path)
     remote.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='remote_folder')
     remote.store()
+
+    if parse:
+        from aiida.plugins import ParserFactory
+
+        results, calcfunction = ParserFactory(entry_point).parse_from_node(node, store_provenance=False)
+        for label, output in _flatten(dict(results)):
+            output.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label=label)
+            output.store()
+        if exit_status is None:
+            exit_status, exit_message = calcfunction.exit_status, calcfunction.exit_message
 
     if exit_status is not None:
         node.set_process_state(ProcessState.FINISHED)

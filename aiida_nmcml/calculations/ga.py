@@ -11,7 +11,6 @@ from aiida import orm
 
 from ..common import exit_codes
 from ..engine import ga as ga_engine
-from ..workflows.protocols.utils import ProtocolMixin
 from .base import EngineCalculation, models_missing_elements
 
 LATTICE_FILENAME = 'lattice.extxyz'
@@ -39,7 +38,13 @@ def validate_inputs(inputs, _):
     for key in ('lattice', 'models', 'device'):
         if key in params:
             return f'parameters may not set `{key}`: it comes from the input nodes'
-    if params.get('fitness', 'mace') == 'mace' and not inputs.get('models'):
+    fitness = params.get('fitness', 'mace')
+    if fitness != 'mace':
+        return (
+            f'fitness {fitness!r} is refused by nmcml.ga: only `mace` (the committee energy) feeds results. The pair '
+            'energies are test doubles: use them through aiida_nmcml.engine.ga in tests and benchmarks'
+        )
+    if not inputs.get('models'):
         return 'the mace fitness needs a model in the `models` namespace'
     if 'lattice' not in inputs:
         return None  # exposed without the lattice (nmcml.search sets it per Li content)
@@ -50,15 +55,12 @@ def validate_inputs(inputs, _):
         atoms = build_lattice_atoms(inputs['lattice'].get_dict())
     except (ValueError, TypeError) as exc:
         return f'invalid `lattice`: {exc}'
-    from ..engine.ga_lattice import Lattice
-
-    if not Lattice.from_atoms(atoms).groups:
-        return 'the lattice has a single ordering: set x_li < 1 or a mixed transition-metal composition'
     return models_missing_elements(inputs.get('models'), set(atoms.get_chemical_symbols()) - {'X'})
 
 
-class GaCalculation(ProtocolMixin, EngineCalculation):
-    _protocol_filename = 'ga.yaml'
+class GaCalculation(EngineCalculation):
+    """One GA search; protocols and restarts: ``nmcml.ga.base`` (:mod:`aiida_nmcml.workflows.ga_base`)."""
+
     _subcommand = 'ga'
     _retrieve = (ga_engine.RESULTS, ga_engine.TOP_CANDIDATES, ga_engine.HISTORY)
 
@@ -78,22 +80,21 @@ class GaCalculation(ProtocolMixin, EngineCalculation):
             required=False,
             help='Top-K distinct orderings, rank_0 lowest in energy, DFT-ready initial moments.',
         )
+        spec.output_namespace(
+            'spanning',
+            valid_type=orm.StructureData,
+            dynamic=True,
+            required=False,
+            help='`spanning_k` orderings spread over the energy range seen (span_0 the lowest), for DFT checks.',
+        )
         spec.output(
             'output_parameters',
             valid_type=orm.Dict,
             required=False,
-            help='Energies of the top-K, evaluation counts, convergence flag and history.',
+            help='Energies (committee mean, spread) of the top-K and spanning sets, evaluations, convergence, history.',
         )
         spec.output('history', valid_type=orm.ArrayData, required=False, help='Best/mean energy per generation.')
         exit_codes.declare(spec, 'ERROR_GA_NOT_CONVERGED')  # 7xx: the candidates are attached
-
-    @classmethod
-    def get_builder_from_protocol(cls, code, lattice, models=None, protocol=None, overrides=None):
-        """Builder with the protocol's engine parameters; ``models`` is a dict or list of MaceModel nodes."""
-        inputs = cls.get_protocol_inputs(protocol, overrides)
-        builder = cls.builder_from_protocol_inputs(code, inputs, models)
-        builder.lattice = lattice if isinstance(lattice, orm.Dict) else orm.Dict(lattice)
-        return builder
 
     def write_inputs(self, folder, config: dict) -> dict:
         from ase.io import write

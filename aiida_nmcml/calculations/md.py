@@ -12,7 +12,6 @@ from aiida import orm
 
 from ..common import exit_codes
 from ..engine import md_config, md_io
-from ..workflows.protocols.utils import ProtocolMixin
 from .base import EngineCalculation, models_missing_elements
 
 STRUCTURE_FILENAME = 'structure.extxyz'
@@ -39,8 +38,9 @@ def validate_inputs(inputs, _):
     return None
 
 
-class MdCalculation(ProtocolMixin, EngineCalculation):
-    _protocol_filename = 'md.yaml'
+class MdCalculation(EngineCalculation):
+    """One MD run; protocols and restarts: ``nmcml.md.base`` (:mod:`aiida_nmcml.workflows.md_base`)."""
+
     _subcommand = 'md'
     _retrieve = (
         md_io.TRAJECTORY,
@@ -95,14 +95,6 @@ class MdCalculation(ProtocolMixin, EngineCalculation):
         spec.output('output_parameters', valid_type=orm.Dict, required=False, help='Run summary.')
         # Stop rules: 7xx, the outputs written so far are attached (docs/dev/exit_codes.md).
         exit_codes.declare(spec, *STOP_EXIT_LABELS, 'ERROR_NON_FINITE', 'ERROR_RESTART_FILES_MISSING')
-
-    @classmethod
-    def get_builder_from_protocol(cls, code, structure, models=None, protocol=None, overrides=None):
-        """Builder with the protocol's engine parameters; ``models`` is a dict or list of MaceModel nodes."""
-        inputs = cls.get_protocol_inputs(protocol, overrides)
-        builder = cls.builder_from_protocol_inputs(code, inputs, models)
-        builder.structure = structure
-        return builder
 
     def write_inputs(self, folder, config: dict) -> dict:
         """The structure with its ``nmcml_*`` site data as per-atom arrays (initial moments, sublattice labels), so the

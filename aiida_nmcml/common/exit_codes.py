@@ -71,7 +71,7 @@ RESERVED: dict[int, str] = {
     402: 'ERROR_UNHANDLED_FAILURE (BaseRestartWorkChain)',
 }
 
-ENGINE = ('nmcml.md', 'nmcml.ga', 'nmcml.evaluate')
+ENGINE = ('nmcml.md', 'nmcml.ga', 'nmcml.evaluate', 'nmcml.neb')
 TRAIN = ('nmcml.mace.train',)
 
 _ENTRIES = (
@@ -187,6 +187,12 @@ _ENTRIES = (
     ExitCodeEntry(
         540, 'ERROR_NO_STRUCTURES', 'the `frames` input holds no frames to label.', ('nmcml.label',),
     ),
+    ExitCodeEntry(
+        550, 'ERROR_KILLED_WITHOUT_CHECKPOINT',
+        'The MD was killed (walltime or no status file) before it wrote a checkpoint, so it cannot continue: lower '
+        'checkpoint_stride or raise metadata.options.max_wallclock_seconds.',
+        ('nmcml.md.base',),
+    ),
     # --- 7xx: stopped / not converged, outputs usable -----------------------------------------------------------
     ExitCodeEntry(
         710, 'ERROR_UNCERTAINTY_EXCEEDED', 'Stopped: {message}', ('nmcml.md', 'nmcml.md.base'),
@@ -211,6 +217,12 @@ _ENTRIES = (
         730, 'ERROR_NEGLIGIBLE_SPREAD', '{message}', ('nmcml.evaluate', 'nmcml.finetune'),
         engine_status='negligible_spread', engine_exit=31,
         remedy='none: predictions and metrics are attached, the calibration is refused',
+    ),
+    ExitCodeEntry(
+        740, 'ERROR_NEB_NOT_CONVERGED',
+        'NEB not converged: {message}', ('nmcml.neb',),
+        engine_status='neb_not_converged', engine_exit=32,
+        remedy='none: the images and energies so far are attached',
     ),
 )  # fmt: skip
 

@@ -1,5 +1,9 @@
 """Protocols in the style of aiida-quantumespresso: ``default_inputs`` plus per-level overrides, then user overrides.
 
+Protocols belong to work chains (aiida-qe never puts them on a CalcJob): ``nmcml.md.base`` carries ``md.yaml``,
+``nmcml.mace.train.base`` ``train.yaml`` and so on. This package sits on the ground floor of the import graph (it
+imports nothing of the plugin), so any layer may use it. The YAML files live in ``aiida_nmcml/workflows/protocols/``.
+
 A protocol YAML looks like::
 
     default_protocol: moderate
@@ -22,7 +26,7 @@ from functools import cache
 import yaml
 
 PROTOCOL_LEVELS = ('demo', 'fast', 'moderate', 'precise')
-PROTOCOL_DIRECTORY = pathlib.Path(__file__).parent
+PROTOCOL_DIRECTORY = pathlib.Path(__file__).parents[1] / 'workflows' / 'protocols'
 
 
 def recursive_merge(left: dict, right: dict) -> dict:
@@ -67,12 +71,23 @@ class ProtocolMixin:
     @classmethod
     def get_protocol_inputs(cls, protocol: str | None = None, overrides: dict | None = None) -> dict:
         """Inputs of ``protocol`` with ``overrides`` merged on top. An unknown name raises ``ValueError``."""
-        data = cls._load_protocol_file()
-        protocol = protocol or data['default_protocol']
-        if protocol not in data['protocols']:
-            raise ValueError(
-                f'unknown protocol {protocol!r} for {cls.__name__}; choose one of {sorted(data["protocols"])}'
-            )
-        level = {k: v for k, v in data['protocols'][protocol].items() if k != 'description'}
-        inputs = recursive_merge(data['default_inputs'], level)
-        return recursive_merge(inputs, overrides or {})
+        return load_protocol_inputs(cls._protocol_filename, protocol, overrides, owner=cls.__name__)
+
+
+def load_protocol_inputs(
+    filename: str, protocol: str | None = None, overrides: dict | None = None, *, owner: str = ''
+) -> dict:
+    """Inputs of ``protocol`` in the protocol file ``filename`` with ``overrides`` merged on top.
+
+    For a caller that needs another work chain's protocol without its class (``nmcml.search`` reads ``ga.yaml``).
+    An unknown protocol name raises ``ValueError`` listing the valid ones.
+    """
+    data = copy.deepcopy(_load(str(PROTOCOL_DIRECTORY / filename)))
+    protocol = protocol or data['default_protocol']
+    if protocol not in data['protocols']:
+        raise ValueError(
+            f'unknown protocol {protocol!r} for {owner or filename}; choose one of {sorted(data["protocols"])}'
+        )
+    level = {k: v for k, v in data['protocols'][protocol].items() if k != 'description'}
+    inputs = recursive_merge(data['default_inputs'], level)
+    return recursive_merge(inputs, overrides or {})

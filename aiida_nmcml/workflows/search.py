@@ -15,7 +15,7 @@ from aiida.plugins import WorkflowFactory
 
 from ..calculations.ga import GaCalculation
 from ..common import exit_codes
-from .protocols.utils import ProtocolMixin
+from ..protocols import ProtocolMixin, load_protocol_inputs
 
 
 def content_key(x_li: float) -> str:
@@ -147,7 +147,7 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
         if 'composition' in overrides.get('lattice', {}):  # replaced, not merged: {Ni: 0.5, Co: 0.5} means no Mn
             inputs['lattice']['composition'] = dict(overrides['lattice']['composition'])
         builder = cls.get_builder()
-        ga = GaCalculation.get_protocol_inputs(inputs['ga_protocol'], ga_overrides)
+        ga = load_protocol_inputs('ga.yaml', inputs['ga_protocol'], ga_overrides, owner='nmcml.ga.base')
         builder.ga.code = engine_code
         builder.ga.parameters = orm.Dict(ga['parameters'])
         builder.ga.device = orm.Str(ga['device'])

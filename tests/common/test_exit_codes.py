@@ -44,7 +44,7 @@ def _processes():
     from aiida.plugins import CalculationFactory, WorkflowFactory
 
     names = ['nmcml.mace.train', 'nmcml.md', 'nmcml.ga', 'nmcml.evaluate']
-    flows = ['nmcml.finetune', 'nmcml.search', 'nmcml.label']
+    flows = ['nmcml.finetune', 'nmcml.search', 'nmcml.label', 'nmcml.mace.train.base', 'nmcml.md.base', 'nmcml.ga.base']
     out = {}
     for name in names:
         out[name] = CalculationFactory(name)

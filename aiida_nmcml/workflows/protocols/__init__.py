@@ -1,5 +1,5 @@
 """Protocol files: one YAML per work chain with the levels demo, fast, moderate and precise."""
 
-from .utils import PROTOCOL_LEVELS, ProtocolMixin, recursive_merge
+from aiida_nmcml.protocols import PROTOCOL_LEVELS, ProtocolMixin, recursive_merge
 
 __all__ = ('PROTOCOL_LEVELS', 'ProtocolMixin', 'recursive_merge')

@@ -1,0 +1,177 @@
+"""MdBaseWorkChain (``nmcml.md.base``): one test per handler on a mock failed child, and one real killed run.
+
+The handler tests inject the fault as a finished ``nmcml.md`` node with the failing exit status and, where the handler
+reads files, the recorded outputs of a real engine run (tests/parsers/fixtures/nmcml.md). Nothing runs there. The last
+test kills real engine jobs with a CPU-time limit (``ulimit -t``, what a scheduler's walltime does) and checks that
+the work chain continues them from their checkpoints to the target steps.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from aiida import orm
+from aiida.engine import ProcessHandlerReport
+
+from aiida_nmcml.calculations.md import MdCalculation
+from aiida_nmcml.workflows.md_base import MdBaseWorkChain
+
+EXIT = MdCalculation.exit_codes
+
+
+@pytest.fixture
+def model_node(tiny_foundation_model):
+    from aiida_nmcml.data.model import MaceModel
+
+    return MaceModel.get_or_create(tiny_foundation_model)
+
+
+@pytest.fixture
+def md_inputs(fake_engine_code, model_node):
+    """Inputs of the work chain: four committee members (the same model node: nothing is evaluated)."""
+    from aiida_nmcml.structures import layered_parent
+
+    def make(parameters=None, n_models=4):
+        return {
+            'md': {
+                'code': fake_engine_code,
+                'structure': orm.StructureData(ase=layered_parent()),
+                'models': {f'm{i}': model_node for i in range(n_models)},
+                'parameters': orm.Dict(parameters or {'steps': 500, 'committee_dtype': 'float64'}),
+                'metadata': {'options': {'max_wallclock_seconds': 600}},
+            }
+        }
+
+    return make
+
+
+@pytest.fixture
+def process_with_child(generate_workchain, generate_calc_job_node, attach_failed_child, md_inputs):
+    """``(process, child)``: the work chain after ``setup`` with one failed ``nmcml.md`` child."""
+
+    def make(exit_status=None, case=None, files=None, parse=False, inputs=None):
+        process = generate_workchain('nmcml.md.base', inputs or md_inputs())
+        process.setup()
+        child = generate_calc_job_node('nmcml.md', case=case, files=files, exit_status=exit_status, parse=parse)
+        attach_failed_child(process, child)
+        return process, child
+
+    return make
+
+
+@pytest.mark.parametrize('status', [EXIT.ERROR_MISSING_STATUS_FILE.status, 120])
+def test_killed_with_checkpoint_continues_from_parent_folder(process_with_child, status):
+    """No status file (310) or scheduler walltime (120), checkpoint retrieved: same target steps, parent folder set."""
+    process, child = process_with_child(exit_status=status, case='killed')
+    report = process.handle_killed(child)
+    assert isinstance(report, ProcessHandlerReport) and report.exit_code.status == 0
+    assert process.ctx.inputs.parent_folder.uuid == child.outputs.remote_folder.uuid
+    assert process.ctx.inputs.parameters['steps'] == 500
+    assert process.inspect_process().status == 0
+    assert process.should_run_process()
+
+
+def test_killed_before_first_checkpoint_stops_with_its_code(process_with_child):
+    process, _ = process_with_child(exit_status=EXIT.ERROR_MISSING_STATUS_FILE.status, files={'thermo.log': b''})
+    result = process.inspect_process()
+    assert result.status == MdBaseWorkChain.exit_codes.ERROR_KILLED_WITHOUT_CHECKPOINT.status == 550
+    assert 'parent_folder' not in process.ctx.inputs
+
+
+def test_stop_rule_finishes_with_the_frames_exposed(process_with_child):
+    """atoms_too_close (recorded): the work chain ends with 711 and the child's frames/logs are its outputs."""
+    process, child = process_with_child(case='stopped', parse=True)
+    assert child.exit_status == EXIT.ERROR_ATOMS_TOO_CLOSE.status
+    result = process.inspect_process()
+    assert result.status == MdBaseWorkChain.exit_codes.ERROR_ATOMS_TOO_CLOSE.status == 711
+    assert process.ctx.is_finished
+    exposed = set(process.outputs)
+    assert {'stop_structure', 'thermo', 'candidates', 'output_parameters'} <= exposed
+
+
+def test_out_of_memory_fallback_in_steps(process_with_child, md_inputs):
+    """410: committee in float32 first, then half the committee (>= 2 members), then give up with 410."""
+    process, child = process_with_child(exit_status=EXIT.ERROR_OUT_OF_MEMORY.status, case='killed')
+    assert process.inspect_process().status == 0
+    assert process.ctx.inputs.parameters['committee_dtype'] == 'float32'
+    assert process.ctx.inputs.parent_folder.uuid == child.outputs.remote_folder.uuid  # a checkpoint was retrieved
+    assert len(process.ctx.inputs.models) == 4
+
+    assert process.handle_out_of_memory(child).exit_code.status == 0
+    assert sorted(process.ctx.inputs.models) == ['m0', 'm1']
+
+    report = process.handle_out_of_memory(child)
+    assert report.exit_code.status == EXIT.ERROR_OUT_OF_MEMORY.status
+
+
+def test_device_unavailable_stops_with_210(process_with_child):
+    process, _ = process_with_child(exit_status=EXIT.ERROR_DEVICE_UNAVAILABLE.status)
+    result = process.inspect_process()
+    assert result.status == 210
+    assert len(process.ctx.children) == 1  # no second run (no silent CPU fallback)
+
+
+def test_unrecoverable_child_code_is_passed_on(process_with_child):
+    """An input the engine refused (201): the work chain fails with 201, not aiida-core's generic 402."""
+    process, _ = process_with_child(exit_status=EXIT.ERROR_INVALID_INPUT.status)
+    assert process.inspect_process().status == 201
+
+
+def test_unknown_scheduler_failure_is_unhandled(process_with_child):
+    process, _ = process_with_child(exit_status=140)  # ERROR_SCHEDULER_NODE_FAILURE: no remedy known here
+    assert process.inspect_process().status == MdBaseWorkChain.exit_codes.ERROR_UNHANDLED_FAILURE.status
+
+
+def test_protocol_builder(fake_engine_code, model_node):
+    from aiida_nmcml.structures import layered_parent
+
+    structure = orm.StructureData(ase=layered_parent())
+    for level in MdBaseWorkChain.get_available_protocols():
+        builder = MdBaseWorkChain.get_builder_from_protocol(
+            fake_engine_code, structure, models=[model_node], protocol=level, overrides={'parameters': {'seed': 5}}
+        )
+        assert builder.md.parameters['seed'] == 5
+        assert builder.md.models['m0'].uuid == model_node.uuid
+    with pytest.raises(ValueError, match='unknown protocol'):
+        MdBaseWorkChain.get_builder_from_protocol(fake_engine_code, structure, protocol='ultra')
+
+
+@pytest.mark.slow
+def test_real_kills_are_continued_to_the_target_steps(nmcml_codes, model_node):
+    """Real fault: every job gets 10 s of CPU (``ulimit -t``; the engine's start costs ~4 s), too little for 200 steps.
+
+    The engine is killed without writing its status, the handler continues each run from the parent folder, and the
+    last run reaches the target with one continuous trajectory.
+    """
+    from aiida.engine import run_get_node
+    from ase.io import read
+
+    from aiida_nmcml.structures import layered_parent
+
+    structure = orm.StructureData(ase=layered_parent().repeat((2, 2, 1)))
+    builder = MdBaseWorkChain.get_builder_from_protocol(
+        nmcml_codes['engine'],
+        structure,
+        models=[model_node],
+        protocol='demo',
+        overrides={
+            'parameters': {'steps': 200, 'checkpoint_stride': 10, 'trajectory_stride': 10, 'seed': 1},
+            'metadata': {'options': {'prepend_text': 'ulimit -t 10'}},
+        },
+    )
+    builder.max_iterations = orm.Int(8)
+    _, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    children = sorted(node.called, key=lambda n: n.ctime)
+    assert len(children) >= 2
+    for first, second in itertools.pairwise(children):
+        assert first.exit_status == EXIT.ERROR_MISSING_STATUS_FILE.status
+        assert second.inputs.parent_folder.uuid == first.outputs.remote_folder.uuid
+        assert second.inputs.parameters['steps'] == 200
+    assert children[-1].is_finished_ok
+    summary = node.outputs.output_parameters.get_dict()
+    assert summary['last_step'] == 200 and summary['start_step'] > 0
+    with node.outputs.trajectory.open(mode='r') as handle:
+        steps = [a.info['step'] for a in read(handle, ':', format='extxyz')]
+    assert steps == list(range(0, 201, 10))
