@@ -1,4 +1,4 @@
-"""Fitness functions of the GA: the MACE energy (production) and a screened-Coulomb pair energy (test double).
+"""Fitness functions of the GA: the MACE committee energy (production) and two pair energies (test doubles).
 
 ``pair`` is a *test double*: a quadratic form in the occupancy with nominal charges, exact, deterministic and ~1 µs
 per configuration, so a small lattice can be enumerated exhaustively and the GA compared with the true ground state.
@@ -19,7 +19,9 @@ class PairFitness:
 
     name = 'pair'
 
-    def __init__(self, lattice, cutoff: float = 6.0, screening: float = 3.0, charges: dict | None = None):
+    def __init__(
+        self, lattice, cutoff: float = 6.0, screening: float = 3.0, charges: dict | None = None, coupling=None
+    ):
         from ase.neighborlist import neighbor_list
 
         self.charges = {**PAIR_CHARGES, **(charges or {})}
@@ -27,7 +29,7 @@ class PairFitness:
         i, j, d = neighbor_list('ijd', atoms, cutoff)
         n = len(atoms)
         self.J = np.zeros((n, n))
-        np.add.at(self.J, (i, j), np.exp(-d / screening) / d)
+        np.add.at(self.J, (i, j), np.exp(-d / screening) / d if coupling is None else coupling(d))
 
     def energies(self, occupancies: list[np.ndarray]) -> np.ndarray:
         q = np.array([[self.charges[s] for s in occ] for occ in occupancies])
@@ -71,8 +73,56 @@ class PairFitness:
         return total, orderings
 
 
+class RandomPairFitness:
+    """A *test double* no code was tuned on: a random pair expansion drawn from ``seed``.
+
+    E = sum over ``channels`` c of 1/2 sum_ij q_c(s_i) q_c(s_j) V_c(shell(r_ij)): per channel, random species
+    "charges" q_c and a random coupling per distance shell (distances rounded to 0.01 Å) within ``cutoff``. Shells are
+    invariant under every isometry of the lattice, so symmetry-equivalent orderings keep equal energies, and the
+    quadratic form keeps :meth:`exhaustive` cheap. Benchmarks use it so that the GA's settings cannot have been tuned
+    to the energy landscape they are measured on.
+    """
+
+    name = 'random_pair'
+
+    def __init__(self, lattice, seed: int = 0, channels: int = 3, cutoff: float = 6.0):
+        from ase.neighborlist import neighbor_list
+
+        rng = np.random.default_rng(seed)
+        _, _, d = neighbor_list('ijd', lattice.lattice_atoms(lattice.start), cutoff)
+        shells = np.unique(np.round(d, 2))
+        species = sorted(set(PAIR_CHARGES) | set(lattice.start.tolist()))
+        self.channels = []
+        for _ in range(int(channels)):
+            charges = dict(zip(species, rng.normal(size=len(species)).tolist(), strict=True))
+            values = rng.normal(size=len(shells))
+
+            def coupling(r, values=values):
+                return values[np.searchsorted(shells, np.round(r, 2))]
+
+            self.channels.append(PairFitness(lattice, cutoff=cutoff, charges=charges, coupling=coupling))
+
+    def energies(self, occupancies: list[np.ndarray]) -> np.ndarray:
+        return sum(channel.energies(occupancies) for channel in self.channels)
+
+    def evaluate(self, lattice, occupancy) -> tuple[float, object]:
+        return float(self.energies([occupancy])[0]), None
+
+    def exhaustive(self, lattice):
+        total, orderings = None, None
+        for channel in self.channels:
+            energies, orderings = channel.exhaustive(lattice)
+            total = energies if total is None else total + energies
+        return total, orderings
+
+
 class MaceFitness:
-    """Model energy (driver model) after an optional short relaxation of positions at fixed cell."""
+    """Committee-mean model energy after an optional short relaxation of positions (mean forces) at fixed cell.
+
+    Why the mean: ranking by one member lets the GA exploit that member's errors and find "too good" orderings where
+    the model was never trained; the mean is less exploitable, and the spread (standard deviation of the members'
+    energies) is returned with every candidate so that low-energy, high-spread orderings can go to DFT.
+    """
 
     name = 'mace'
 
@@ -81,7 +131,9 @@ class MaceFitness:
     ):
         from .common import make_calculator
 
-        self.calc = make_calculator(models[:1], device=device, dtype=dtype)
+        if not models:
+            raise EngineError('invalid_input', 'the mace fitness needs at least one model')
+        self.calc = make_calculator(list(models), device=device, dtype=dtype)
         self.relax_steps = int(relax_steps)
         self.fmax = float(fmax)
 
@@ -94,8 +146,13 @@ class MaceFitness:
             FIRE(atoms, logfile=None).run(fmax=self.fmax, steps=self.relax_steps)
         check_finite_forces(atoms.get_forces(), 'in a GA fitness evaluation')
         energy = float(atoms.get_potential_energy())
+        members = self.calc.results.get('energy_comm')
+        extra = {}
+        if members is not None and np.size(members) > 1:
+            members = np.asarray(members, dtype=float).ravel()
+            extra = {'members': members.tolist(), 'spread': float(members.std())}
         atoms.calc = None
-        return energy, atoms
+        return energy, atoms, extra
 
 
 def make_fitness(config: dict, lattice):

@@ -163,6 +163,18 @@ class Lattice:
                 perms.append(target)
         return np.unique(np.array(perms), axis=0)
 
+    def n_orderings(self) -> int:
+        """Number of composition-preserving occupancies (exact integer): the size of the search space."""
+        return _fixed_count(self, np.arange(len(self.start)))
+
+    def n_classes(self) -> float:
+        """Number of symmetry-distinct orderings, by Burnside's lemma: the mean over the lattice's symmetry operations
+        of the number of occupancies each leaves unchanged (an occupancy is fixed by a permutation when every cycle
+        of the permutation holds one species). Exact, without enumerating; what the GA's stopping rule scales with.
+        """
+        perms = self.permutations
+        return float(sum(_fixed_count(self, perm) for perm in perms)) / len(perms)
+
     def codes(self, occupancy) -> np.ndarray:
         return np.array([species_code(str(s)) for s in occupancy], dtype=np.int16)
 
@@ -174,6 +186,34 @@ class Lattice:
         order = np.lexsort(images.T[::-1])
         smallest = images[order[0]]
         return hashlib.sha1(smallest.tobytes()).hexdigest()[:16]
+
+
+def _fixed_count(lattice: Lattice, perm: np.ndarray) -> int:
+    """Occupancies with the lattice's compositions that the site permutation ``perm`` leaves unchanged."""
+    total = 1
+    for sites in lattice.groups.values():
+        counts = tuple(np.unique(lattice.start[sites], return_counts=True)[1].tolist())
+        seen = np.zeros(len(perm), bool)
+        lengths = []
+        for site in sites:
+            length, i = 0, int(site)
+            while not seen[i]:
+                seen[i] = True
+                i = int(perm[i])
+                length += 1
+            if length:
+                lengths.append(length)
+        ways = {counts: 1}  # remaining count per species -> number of ways
+        for length in lengths:
+            nxt: dict[tuple, int] = {}
+            for remaining, n in ways.items():
+                for s, left in enumerate(remaining):
+                    if left >= length:
+                        key = (*remaining[:s], left - length, *remaining[s + 1 :])
+                        nxt[key] = nxt.get(key, 0) + n
+            ways = nxt
+        total *= ways.get(tuple(0 for _ in counts), 0)
+    return total
 
 
 def multiset_permutations(items: list) -> list[tuple]:

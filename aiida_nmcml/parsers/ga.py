@@ -26,12 +26,18 @@ class GaParser(EngineParser):
             return self.exit_codes.ERROR_MISSING_OUTPUT_FILES.format(files=', '.join(missing))
         summary = self.read_json(ga_engine.RESULTS)
         text = self.retrieved.base.repository.get_object_content(ga_engine.TOP_CANDIDATES, mode='r')
-        for rank, atoms in enumerate(read(io.StringIO(text), ':', format='extxyz')):
-            entry = summary['top'][rank]  # keys come from JSON: extxyz would turn a digits-only hash into a number
+        frames = read(io.StringIO(text), ':', format='extxyz')
+        top, spanning = summary['top'], summary.get('spanning', [])  # same order as the frames: top, then spanning
+        for index, atoms in enumerate(frames):
+            spans = index >= len(top)
+            entry = spanning[index - len(top)] if spans else top[index]  # keys from JSON: extxyz may turn them to int
             structure = to_structure_data(dft_ready(atoms))
             structure.base.attributes.set('nmcml_ga_energy', float(entry['energy']))
             structure.base.attributes.set('nmcml_canonical_key', entry['canonical_key'])
-            self.out(f'candidates.rank_{rank}', structure)
+            if entry.get('spread') is not None:
+                structure.base.attributes.set('nmcml_ga_spread', float(entry['spread']))
+                structure.base.attributes.set('nmcml_ga_member_energies', [float(e) for e in entry['member_energies']])
+            self.out(f'spanning.span_{entry["rank"]}' if spans else f'candidates.rank_{entry["rank"]}', structure)
         history = orm.ArrayData()
         for key in ('generation', 'best_energy', 'mean_energy', 'evaluations'):
             history.set_array(key, np.array([row[key] for row in summary['history']]))

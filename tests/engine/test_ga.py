@@ -121,7 +121,8 @@ def test_lattice_from_nmc_matches_the_structures_module():
 
 def test_population_holds_distinct_orderings():
     lat = SMALL
-    result = ga.GeneticSearch(lat, PairFitness(lat), {'fitness': 'pair', 'generations': 5, 'seed': 2}).run()
+    params = {'fitness': 'pair', 'generations': 5, 'seed': 2, 'islands': 1, 'agree': 1, 'population_size': 12}
+    result = ga.GeneticSearch(lat, PairFitness(lat), params).run()
     keys = [ind.key for ind in result.population]
     assert len(keys) == len(set(keys)) == 12
     assert len(result.evaluated) == len({lat.canonical_key(i.occupancy) for i in result.evaluated.values()})
@@ -140,15 +141,39 @@ def test_ga_beats_random_search_against_exhaustive_enumeration():
     random_expected = (n_total + 1) / (n_ground + 1)
     needed = []
     for seed in range(5):
-        search = ga.GeneticSearch(
-            lat, fitness, {'fitness': 'pair', 'seed': seed, 'generations': 400, 'patience': 400, 'target_energy': e_min}
-        )
-        result = search.run()
+        result = ga.GeneticSearch(lat, fitness, {'fitness': 'pair', 'seed': seed, 'target_energy': e_min}).run()
         assert result.top(1)[0].energy == pytest.approx(e_min, abs=1e-9)
         needed.append(result.evaluations_to_best)
     assert n_total == 9072
     assert np.mean(needed) < 0.03 * n_total
     assert random_expected / np.mean(needed) >= 3.0, (random_expected, needed)
+
+
+def test_stopping_rule_without_a_target():
+    """As a user runs it (no known minimum): on a lattice with a random energy no setting was tuned on, the GA stops
+    by itself (islands agree), on the enumerated minimum, in each of 5 seeds; and the stopping point scales with the
+    search space: the evaluations without improvement it waits for grow with ln(number of symmetry classes)."""
+    from aiida_nmcml.engine.ga_fitness import RandomPairFitness
+
+    lat = make_lattice((2, 2, 3), 0.5, {'Ni': 10 / 12, 'Mn': 1 / 12, 'Co': 1 / 12})
+    fitness = RandomPairFitness(lat, seed=11)
+    energies, _ = fitness.exhaustive(lat)
+    assert energies.size == lat.n_orderings() == 121968
+    for seed in range(5):
+        search = ga.GeneticSearch(lat, fitness, {'seed': seed})
+        result = search.run()
+        assert result.converged and result.stop_reason == 'islands agree'
+        assert result.top(1)[0].energy == pytest.approx(float(energies.min()), abs=1e-9), seed
+        assert len(result.evaluated) - result.evaluations_to_best >= search.patience_evaluations
+    small = ga.GeneticSearch(SMALL, PairFitness(SMALL), {})
+    assert small.patience_evaluations < search.patience_evaluations
+    assert lat.n_classes() > 2000 > SMALL.n_classes()
+
+
+def test_burnside_class_count_matches_enumeration():
+    lat = make_lattice((2, 2, 2), 0.5, {'Ni': 0.75, 'Mn': 0.125, 'Co': 0.125})
+    keys = {lat.canonical_key(occ) for occ in enumerate_occupancies(lat)}
+    assert lat.n_orderings() == 3920 and lat.n_classes() == len(keys)
 
 
 @pytest.fixture

@@ -19,6 +19,34 @@ def test_protocol_levels_build(nmcml_codes):
         SearchWorkChain.get_builder_from_protocol(nmcml_codes['engine'], protocol='ultra')
 
 
+R_MAX = 6.0  # Å, the MACE-MP foundation models' cutoff
+
+
+@pytest.mark.parametrize('level', ['demo', 'fast', 'moderate', 'precise'])
+def test_protocol_cells_are_exact_nmc811(nmcml_codes, level):
+    """Every level's cell holds exact Ni:Mn:Co = 8:1:1 and a whole number of Li at every listed content (no rounding
+    warning); the production levels are at least 2 r_max wide in every direction."""
+    import warnings
+
+    import numpy as np
+
+    from aiida_nmcml.calculations.ga import build_lattice_atoms
+    from aiida_nmcml.structures import NmcLattice, NmcStructureWarning, _perpendicular_widths
+
+    builder = SearchWorkChain.get_builder_from_protocol(nmcml_codes['engine'], protocol=level)
+    lattice = builder.lattice.get_dict()
+    for x_li in builder.li_contents.get_list():
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', NmcStructureWarning)
+            atoms = build_lattice_atoms({**lattice, 'x_li': x_li})
+        tm = np.array(atoms.get_chemical_symbols())[atoms.arrays['sublattice'] == 'tm']
+        counts = {el: int(np.sum(tm == el)) for el in ('Ni', 'Mn', 'Co')}
+        assert len(tm) % 10 == 0 and counts == {'Ni': len(tm) * 8 // 10, 'Mn': len(tm) // 10, 'Co': len(tm) // 10}
+    if level in ('moderate', 'precise'):
+        widths = _perpendicular_widths(NmcLattice.from_supercell(lattice['supercell']).cell)
+        assert widths.min() >= 2 * R_MAX, widths
+
+
 def test_dft_code_switches_verification_on(nmcml_codes):
     builder = SearchWorkChain.get_builder_from_protocol(
         nmcml_codes['engine'], protocol='demo', dft_code=nmcml_codes['pw']
