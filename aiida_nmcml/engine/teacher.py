@@ -75,6 +75,21 @@ def chgnet_weights_path(model_name: str = '0.3.0') -> pathlib.Path:
     return pathlib.Path(chgnet.__file__).parent / names[model_name]
 
 
+def sevennet_weights_path() -> pathlib.Path:
+    """SevenNet-0's checkpoint inside the installed ``sevenn`` wheel (not exercised here: sevenn is optional)."""
+    import sevenn
+
+    try:
+        from sevenn.util import pretrained_name_to_path
+
+        return pathlib.Path(pretrained_name_to_path('7net-0'))
+    except (ImportError, ValueError):
+        found = sorted(pathlib.Path(sevenn.__file__).parent.glob('pretrained_potentials/SevenNet_0*/checkpoint_*.pth'))
+        if not found:
+            raise EngineError('teacher_unavailable', 'sevenn is installed but ships no SevenNet-0 checkpoint') from None
+        return found[-1]
+
+
 def load_teacher(name: str = 'chgnet', device: str = 'auto'):
     """Return ``(ase_calculator, identity)``; the weights are hashed before they are loaded.
 
@@ -111,14 +126,16 @@ def load_teacher(name: str = 'chgnet', device: str = 'auto'):
     if name == 'sevennet-0':
         try:
             import sevenn
-            from sevenn.sevennet_calculator import SevenNetCalculator
-            from sevenn.util import pretrained_name_to_path
         except ImportError as exc:
             raise EngineError(
                 'teacher_unavailable',
                 f'sevenn is not installed ({exc}): pip install "aiida-nmcml[sevennet]" (sevenn==0.10.4, GPL-3.0)',
             ) from exc
-        path = pathlib.Path(pretrained_name_to_path('7net-0'))
+        try:  # the module was renamed across sevenn releases
+            from sevenn.calculator import SevenNetCalculator
+        except ImportError:
+            from sevenn.sevennet_calculator import SevenNetCalculator
+        path = sevennet_weights_path()
         digest = sha256sum(path)
         calc = SevenNetCalculator(str(path), device=device)
         identity = {

@@ -196,7 +196,13 @@ def distill_key(protocol: str, teacher: str) -> str:
 
     content = {
         'protocol': DistillWorkChain.get_protocol_inputs(protocol, {'teacher': teacher, 'device': 'cpu'}),
-        'sampler': hashlib.sha256(inspect.getsource(teacher_module).encode()).hexdigest(),
+        # the functions that make the data, not the whole module: a docstring edit must not retrain
+        'data': hashlib.sha256(
+            ''.join(
+                inspect.getsource(getattr(teacher_module, name))
+                for name in ('sample_configurations', '_end_members', '_perturb', '_clean', 'label_atoms', 'teacher_md')
+            ).encode()
+        ).hexdigest(),
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
