@@ -26,8 +26,13 @@ ENERGY_KEY = 'REF_energy'
 FORCES_KEY = 'REF_forces'
 STRESS_KEY = 'REF_stress'
 MAGMOMS_KEY = 'REF_magmoms'
-# The DFT settings that make two labels comparable. Frames with different values must not train one model.
-SETTINGS_KEYS = ('engine', 'functional', 'hubbard_u', 'ecutwfc', 'kpoints_distance')
+# The DFT settings that make two labels comparable. Frames with different values must not train one model: besides
+# code, functional, U, cutoff and k-points, the pseudopotentials (md5s), the density cutoff, the smearing and the U
+# projectors each change the potential-energy surface.
+SETTINGS_KEYS = (
+    'engine', 'functional', 'hubbard_u', 'ecutwfc', 'kpoints_distance', 'ecutrho', 'pseudos', 'smearing',
+    'hubbard_projector',
+)  # fmt: skip
 
 
 class MixedSettingsError(ValueError):

@@ -53,12 +53,33 @@ def kind_hubbard_u(structure, hubbard_u: dict[str, float]) -> dict[str, float]:
     return {kind.name: float(hubbard_u[kind.symbol]) for kind in structure.kinds if hubbard_u.get(kind.symbol)}
 
 
-def settings_fingerprint(engine: str, functional: str, hubbard_u: dict, cutoff: float, kpoints_distance: float) -> dict:
-    """Per-frame DFT settings in the keys of the frames contract (``docs/dev/contracts.md``)."""
-    return {
+def settings_fingerprint(
+    engine: str,
+    functional: str,
+    hubbard_u: dict,
+    cutoff: float,
+    kpoints_distance: float,
+    *,
+    ecutrho: float | None = None,
+    pseudos: dict | str | None = None,
+    smearing: str | None = None,
+    hubbard_projector: str | None = None,
+) -> dict:
+    """Per-frame DFT settings in the keys of the frames contract (``docs/dev/contracts.md``).
+
+    Everything that can make two labels incompatible: besides functional, U, cutoff and k-points, the
+    pseudopotentials (md5 per element for QE, family and mapping for VASP), the density cutoff, the smearing and the
+    U projectors (a U on atomic projectors is a different Hamiltonian from the same U on ortho-atomic ones).
+    """
+    fingerprint = {
         'engine': engine,
         'functional': functional,
         'hubbard_u': json.dumps({k: float(v) for k, v in sorted(hubbard_u.items()) if v}, sort_keys=True),
         'ecutwfc': float(cutoff),
         'kpoints_distance': float(kpoints_distance),
+        'ecutrho': None if ecutrho is None else float(ecutrho),
+        'pseudos': pseudos if isinstance(pseudos, str) or pseudos is None else json.dumps(pseudos, sort_keys=True),
+        'smearing': smearing,
+        'hubbard_projector': hubbard_projector,
     }
+    return {key: value for key, value in fingerprint.items() if value is not None}  # extxyz cannot store None

@@ -44,7 +44,7 @@ def _structure_atoms(structure: orm.StructureData):
 
 def qe_frame(structure: orm.StructureData, parameters: orm.Dict, trajectory: orm.TrajectoryData, retrieved=None):
     """One labelled frame from a PwCalculation's scf outputs (aiida-quantumespresso units: eV, eV/Å, GPa)."""
-    from .qe_outputs import applied_hubbard_u
+    from .qe_outputs import match_hubbard_u, qe_version, requested_hubbard_u, xml_hubbard_u
 
     atoms = _structure_atoms(structure)
     atoms.info[ENERGY_KEY] = float(parameters['energy'])
@@ -56,7 +56,10 @@ def qe_frame(structure: orm.StructureData, parameters: orm.Dict, trajectory: orm
     atoms.info['source_uuid'] = trajectory.creator.uuid
     atoms.info['dft_total_magnetization'] = float(parameters.get('total_magnetization', 0.0) or 0.0)
     if retrieved is not None:  # what pw.x applied, read from its XML (the parser's own flag is wrong for 6.7)
-        atoms.info['dft_hubbard_u_applied'] = json.dumps(applied_hubbard_u(retrieved), sort_keys=True)
+        unit, applied = match_hubbard_u(requested_hubbard_u(trajectory.creator), xml_hubbard_u(retrieved))
+        atoms.info['dft_hubbard_u_applied'] = json.dumps(applied, sort_keys=True)
+        atoms.info['dft_hubbard_u_xml_unit'] = unit or 'mismatch'
+        atoms.info['dft_code_version'] = f'pw.x {qe_version(retrieved) or "unknown"}'
     return atoms
 
 
@@ -64,7 +67,14 @@ def vasp_frame(structure: orm.StructureData, misc: orm.Dict):
     """One labelled frame from a VaspCalculation's ``misc`` output (aiida-vasp units: eV, eV/Å, kbar)."""
     atoms = _structure_atoms(structure)
     energies = misc['total_energies']
-    atoms.info[ENERGY_KEY] = float(energies.get('energy_extrapolated', energies.get('energy_no_entropy')))
+    # the free energy (TOTEN): the forces are its derivatives; the sigma->0 extrapolation is not (with ISMEAR 0)
+    energy = energies.get('energy_free', energies.get('energy_free_electronic'))
+    if energy is None:
+        raise ValueError(
+            f'VASP output {misc.creator.uuid} has no free energy (TOTEN) in misc.total_energies {sorted(energies)}: '
+            "include 'energy_free' in the parser settings."
+        )
+    atoms.info[ENERGY_KEY] = float(energy)
     forces = np.asarray(misc['forces'], dtype=float)
     atoms.arrays[FORCES_KEY] = forces[-1] if forces.ndim == 3 else forces
     stress = np.asarray(misc['stress'], dtype=float)
@@ -109,13 +119,49 @@ def collect_labelled_frames(settings: orm.Dict, **outputs) -> TrainingSet:
     return TrainingSet.from_frames(frames)
 
 
+def starting_atoms(atoms):
+    """A copy of ``atoms`` with the initial moments DFT should start from.
+
+    Why: MD and GA frames carry the sublattice labels but often no moments, or zeros (an MD engine that did not carry
+    them, an extxyz written without them). pw.x accepts explicit zero moments and converges non-magnetic, a different
+    potential-energy surface from the builder's magnetic labels. So a frame with ``arrays['sublattice']`` and no
+    non-zero moment gets the builder's rule (:func:`aiida_nmcml.structures.dft_ready`); a frame with non-zero moments
+    keeps them (they came from the builder or the user).
+    """
+    from aiida_nmcml.structures import dft_ready
+
+    atoms = atoms.copy()
+    has_moments = atoms.has('initial_magmoms') and np.any(atoms.get_initial_magnetic_moments())
+    if 'sublattice' in atoms.arrays and not has_moments:
+        dft_ready(atoms)
+    return atoms
+
+
 @calcfunction
 def frames_to_structures(frames: TrainingSet) -> dict:
-    """Unlabelled frames (e.g. an MD or GA output) → one StructureData each, kinds split by initial moment."""
+    """Unlabelled frames (e.g. an MD or GA output) → one StructureData each, kinds split by initial moment.
+
+    Starting moments: see :func:`starting_atoms`. A frame with neither sublattice labels nor moments gets no
+    ``nmcml_magmoms``, so the protocol's per-element defaults apply (not zeros).
+    """
     results = {}
     for index, atoms in enumerate(frames.get_frames()):
-        results[f'frame_{index}'] = atoms_to_structure(atoms)
+        results[f'frame_{index}'] = atoms_to_structure(starting_atoms(atoms))
     return results
+
+
+@calcfunction
+def derive_starting_moments(structure: orm.StructureData) -> orm.StructureData:
+    """The structure with the builder's starting moments (:func:`starting_atoms`), for StructureData inputs."""
+    from aiida_nmcml.structures import from_structure_data
+
+    return atoms_to_structure(starting_atoms(from_structure_data(structure)))
+
+
+def needs_starting_moments(structure: orm.StructureData) -> bool:
+    """True for a structure with sublattice labels whose recorded moments are absent or all zero."""
+    attrs = structure.base.attributes.all
+    return 'nmcml_sublattice' in attrs and not any(attrs.get('nmcml_magmoms') or [])
 
 
 def atoms_to_structure(atoms) -> orm.StructureData:
@@ -125,7 +171,11 @@ def atoms_to_structure(atoms) -> orm.StructureData:
     except ImportError:
         to_structure_data = None
     if to_structure_data is not None:
-        return to_structure_data(atoms)
+        structure = to_structure_data(atoms)
+        if not atoms.has('initial_magmoms'):  # no moments given: the protocol's defaults apply, not zeros
+            for key in ('nmcml_magmoms', 'nmcml_kind_magmoms'):
+                structure.base.attributes.delete(key)
+        return structure
     moments = atoms.get_initial_magnetic_moments()
     tags = np.zeros(len(atoms), dtype=int)
     for symbol in set(atoms.get_chemical_symbols()):

@@ -56,10 +56,75 @@ def check_pseudos(key: str, structure, family) -> None:
         )
 
 
-def qe_fingerprint(settings: dict, hubbard_u: dict, functional: str) -> dict:
+# QE's short names of the exchange-correlation functionals a UPF header may carry (v2 attribute ``functional``, or
+# the v1 ``Exchange-Correlation functional`` line), mapped to the names used in the frames.
+UPF_FUNCTIONALS = {
+    'PBESOL': 'PBEsol',
+    'SLA PW PSX PSC': 'PBEsol',
+    'SLA-PW-PSX-PSC': 'PBEsol',
+    'PBE': 'PBE',
+    'SLA PW PBX PBC': 'PBE',
+    'SLA-PW-PBX-PBC': 'PBE',
+    'PZ': 'LDA',
+    'SLA PZ NOGX NOGC': 'LDA',
+    'SLA-PZ-NOGX-NOGC': 'LDA',
+    'PW91': 'PW91',
+    'REVPBE': 'revPBE',
+}
+
+
+def upf_functional(text: str) -> str:
+    """The functional written in a UPF header (v2 or v1), normalised; the raw string when it is not a known one."""
+    import re
+
+    match = re.search(r'functional\s*=\s*"([^"]*)"', text[:20000])
+    if match is None:
+        match = re.search(r'^\s*(.+?)\s+Exchange-Correlation functional', text[:20000], re.MULTILINE)
+    if match is None:
+        raise LabelInputError('the UPF header names no functional: use pseudopotentials in UPF v1 or v2 format.')
+    raw = ' '.join(match.group(1).split()).upper()
+    return UPF_FUNCTIONALS.get(raw, raw)
+
+
+def family_functional(family) -> str:
+    """The functional of a pseudopotential family, read from its UPF headers (not a protocol constant).
+
+    Why: a user who swaps in another family (e.g. SSSP PBE) would otherwise label every frame with the protocol's
+    functional name. A family whose files disagree is refused: its labels would be a mixture of functionals.
+    """
+    found = {}
+    for pseudo in family.nodes:
+        found.setdefault(upf_functional(pseudo.get_content()), []).append(pseudo.element)
+    if len(found) != 1:
+        raise LabelInputError(
+            f'pseudopotential family {family.label!r} mixes functionals ({found}): every element must use one '
+            'functional; choose a consistent family.'
+        )
+    return next(iter(found))
+
+
+def family_md5(family) -> dict[str, str]:
+    """md5 of every pseudopotential of the family, by element: two families with the same name can differ."""
+    return {pseudo.element: pseudo.md5 for pseudo in sorted(family.nodes, key=lambda p: p.element)}
+
+
+def qe_fingerprint(settings: dict, hubbard_u: dict, functional: str | None = None) -> dict:
+    """The settings that make two QE labels comparable (see ``settings_fingerprint``); the functional from the UPFs."""
     family = load_pseudo_family(settings['pseudo_family'])
-    ecutwfc, _ = family_cutoffs(family, settings)
-    return settings_fingerprint('qe', functional, hubbard_u, ecutwfc, settings['kpoints_distance'])
+    ecutwfc, ecutrho = family_cutoffs(family, settings)
+    system = settings.get('system', {})
+    smearing = system.get('smearing', 'gaussian') if system.get('occupations') == 'smearing' else None
+    return settings_fingerprint(
+        'qe',
+        family_functional(family),
+        hubbard_u,
+        ecutwfc,
+        settings['kpoints_distance'],
+        ecutrho=ecutrho,
+        pseudos=family_md5(family),
+        smearing=f'{smearing}:{float(system.get("degauss", 0.0)):g}' if smearing else str(system.get('occupations')),
+        hubbard_projector=system.get('U_projection_type', 'atomic') if hubbard_u else None,
+    )
 
 
 def pw_base_inputs(code, structure, settings: dict, hubbard_u: dict, magmoms: dict) -> dict:

@@ -55,10 +55,32 @@ def ldau_incar(structure, hubbard_u: dict, ldau_luj: dict) -> dict:
     }
 
 
-def vasp_fingerprint(settings: dict, hubbard_u: dict, functional: str) -> dict:
+def vasp_fingerprint(settings: dict, hubbard_u: dict, functional: str | None = None) -> dict:
+    """The settings that make two VASP labels comparable (see ``settings_fingerprint``)."""
+    parameters = settings['parameters']
+    pseudos = {'family': settings['potential_family'], **dict(sorted(settings['potential_mapping'].items()))}
     return settings_fingerprint(
-        'vasp', functional, hubbard_u, float(settings['parameters']['encut']), settings['kpoints_distance']
+        'vasp',
+        functional or settings['functional'],
+        hubbard_u,
+        float(parameters['encut']),
+        settings['kpoints_distance'],
+        pseudos=pseudos,
+        smearing=f'ismear={int(parameters.get("ismear", 1))}:sigma={float(parameters.get("sigma", 0.2)):g}',
+        hubbard_projector=f'ldautype={int(parameters.get("ldautype", 2))}' if hubbard_u else None,
     )
+
+
+def vasp_parameters(settings: dict, natoms: int) -> dict:
+    """INCAR keys from the protocol: EDIFF is total (not per atom), LREAL .FALSE. below ``small_cell_atoms``.
+
+    Why: EDIFF scaled by the atom count gave 1e-4 eV for 100 atoms, loose for force labels; real-space projection
+    (LREAL Auto) adds force and stress errors that matter for the small cells DFT labels are computed in.
+    """
+    incar = dict(settings['parameters'])
+    if 'lreal' not in incar:
+        incar['lreal'] = False if natoms < int(settings.get('small_cell_atoms', 100)) else 'auto'
+    return incar
 
 
 def vasp_inputs(code, structure, settings: dict, hubbard_u: dict, magmoms: dict):
@@ -66,8 +88,7 @@ def vasp_inputs(code, structure, settings: dict, hubbard_u: dict, magmoms: dict)
     from aiida_vasp.workchains.v2.vasp import VaspWorkChain
 
     check_potentials(structure.label or structure.uuid, structure, settings)
-    incar = {k: v for k, v in settings['parameters'].items() if k != 'ediff_per_atom'}
-    incar['ediff'] = float(settings['parameters'].get('ediff_per_atom', 1e-6)) * len(structure.sites)
+    incar = vasp_parameters(settings, len(structure.sites))
     incar['ispin'] = 2
     incar['magmom'] = site_magmoms(structure, magmoms)
     incar['ibrion'] = -1  # a single point: labels, not relaxations
@@ -88,8 +109,57 @@ def vasp_inputs(code, structure, settings: dict, hubbard_u: dict, magmoms: dict)
     builder.max_iterations = orm.Int(int(settings['max_iterations']))
     builder.clean_workdir = orm.Bool(bool(settings.get('clean_workdir', False)))
     builder.settings = orm.Dict(
-        {'parser_settings': {'include_node': ['misc'], 'include_quantity': ['site_magnetization', 'magnetization']}}
+        {
+            'parser_settings': {
+                'include_node': ['misc'],
+                'include_quantity': ['site_magnetization', 'magnetization'],
+                'energy_type': ['energy_free', 'energy_extrapolated'],  # the label is energy_free (TOTEN)
+            }
+        }
     )
     options = {'resources': {'num_machines': 1}, **settings.get('options', {})}
     builder.calc.metadata.options = options
     return builder
+
+
+def applied_ldauu(retrieved) -> dict[str, float] | None:
+    """U (eV) per element that VASP used, from ``vasprun.xml``: LDAUU of <parameters> against the atom types.
+
+    Why: a POTCAR or species-order slip would put Ni's U on O without any error. VASP writes the parameters it
+    used and the element of each atom type (from the POTCAR); pairing the two gives the U each element really got.
+    ``None`` when there is no vasprun.xml; {} when LDAU is off.
+    """
+    import xml.etree.ElementTree as ET
+
+    if 'vasprun.xml' not in retrieved.base.repository.list_object_names():
+        return None
+    root = ET.fromstring(retrieved.base.repository.get_object_content('vasprun.xml', mode='rb'))
+    ldau = root.find(".//parameters//i[@name='LDAU']")
+    if ldau is None or ldau.text.strip().upper() not in ('T', '.TRUE.', 'TRUE'):
+        return {}
+    values = root.find(".//parameters//v[@name='LDAUU']")
+    types = root.findall("./atominfo/array[@name='atomtypes']/set/rc")
+    elements = [rc.findall('c')[1].text.strip() for rc in types]
+    numbers = [float(v) for v in values.text.split()] if values is not None else []
+    if len(numbers) != len(elements):
+        return {'error': f'LDAUU has {len(numbers)} values for {len(elements)} atom types'}
+    applied: dict[str, float] = {}
+    for element, u in zip(elements, numbers, strict=True):
+        if abs(u) > 1e-8:
+            applied[element] = max(applied.get(element, 0.0), round(u, 4))
+    return applied
+
+
+def ldau_mismatch(calculation, hubbard_u: dict) -> str | None:
+    """A message when the U VASP used per element differs from the requested ``hubbard_u``, else ``None``."""
+    applied = applied_ldauu(calculation.outputs.retrieved)
+    if applied is None:
+        return 'no vasprun.xml retrieved: the U that VASP applied cannot be checked'
+    elements = {kind.symbol for kind in calculation.inputs.structure.kinds}
+    wanted = {el: round(float(u), 3) for el, u in hubbard_u.items() if u and el in elements}
+    if {k: round(v, 3) for k, v in applied.items()} != wanted:
+        return (
+            f'DFT+U requested {wanted} eV but VASP applied {applied} eV (LDAUU against the POTCAR atom types in '
+            'vasprun.xml): check the POTCAR mapping and the species order.'
+        )
+    return None

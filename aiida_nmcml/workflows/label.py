@@ -251,13 +251,21 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
                 self.report(f'frame {key!r}: FAILED, {self.ctx.failures[key]["reason"]}')
 
     def _hubbard_mismatch(self, child) -> str | None:
-        """A label computed without the U it asked for would poison the set: check pw.x's own record."""
-        if self.ctx.engine != 'qe':
+        """A label computed without the U it asked for would poison the set: check the code's own record.
+
+        QE: the U pw.x echoes in its XML; VASP: LDAUU of vasprun.xml against the POTCAR atom types.
+        """
+        calcs = [n for n in child.called if isinstance(n, orm.CalcJobNode) and n.is_finished_ok]
+        if not calcs:
             return None
+        last = max(calcs, key=lambda n: n.ctime)
+        if self.ctx.engine == 'vasp':
+            from aiida_nmcml.dft.vasp_inputs import ldau_mismatch
+
+            return ldau_mismatch(last, self.ctx.settings['hubbard_u'])
         from aiida_nmcml.dft.qe_outputs import hubbard_mismatch
 
-        calcs = [n for n in child.called if isinstance(n, orm.CalcJobNode) and n.is_finished_ok]
-        return hubbard_mismatch(max(calcs, key=lambda n: n.ctime)) if calcs else None
+        return hubbard_mismatch(last)
 
     @staticmethod
     def _failure_reason(child) -> dict:
@@ -297,7 +305,7 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         else:
             from aiida_nmcml.dft.vasp_inputs import vasp_fingerprint
 
-            fingerprint = vasp_fingerprint(settings['vasp'], settings['hubbard_u'], settings['functional'])
+            fingerprint = vasp_fingerprint(settings['vasp'], settings['hubbard_u'], settings.get('functional'))
         outputs = AttributeDict()
         keys = {}
         for index, (key, child) in self.ctx.succeeded.items():

@@ -87,3 +87,40 @@ def test_filter_append_and_merge_provenance(toy_frames, tmp_path):
     assert {small.uuid, node.uuid} <= inputs
     node.write_extxyz(tmp_path / 'out.xyz')
     assert (tmp_path / 'out.xyz').read_bytes() == node.get_content(mode='rb')
+
+
+@pytest.mark.parametrize(
+    ('key', 'value'),
+    [
+        ('smearing', 'gaussian:0.01'),
+        ('ecutrho', 480.0),
+        ('pseudos', json.dumps({'Ni': 'ffff', 'O': 'eeee'})),
+        ('hubbard_projector', 'ortho-atomic'),
+    ],
+)
+def test_labels_differing_in_what_changes_the_pes_are_refused(toy_frames, key, value):
+    """Pseudopotentials, density cutoff, smearing and U projectors each change the potential-energy surface."""
+    full = {
+        **QE,
+        'ecutrho': 240.0,
+        'pseudos': json.dumps({'Ni': 'aaaa', 'O': 'bbbb'}),
+        'smearing': 'cold:0.01',
+        'hubbard_projector': 'atomic',
+    }
+    node = TrainingSet.from_frames(_with_settings(toy_frames[:2], **full))
+    with pytest.raises(MixedSettingsError, match=key):
+        node.append(_with_settings(toy_frames[2:4], **{**full, key: value}))
+
+
+def test_round_trip_keeps_sublattice_and_initial_moments():
+    """MD candidates carry the sublattice labels and initial moments to labelling: the set must not drop them."""
+    from aiida_nmcml.structures import build_nmc
+
+    atoms = build_nmc(8, x_li=0.5, seed=0, composition={'Ni': 1.0})
+    zeros = atoms.copy()
+    zeros.set_initial_magnetic_moments(np.zeros(len(zeros)))  # an MD frame whose moments were zeroed
+    frames = TrainingSet.from_frames([atoms, zeros]).store().get_frames()
+    for original, loaded in zip((atoms, zeros), frames, strict=True):
+        assert list(loaded.arrays['sublattice']) == list(original.arrays['sublattice'])
+        np.testing.assert_allclose(loaded.get_initial_magnetic_moments(), original.get_initial_magnetic_moments())
+    assert frames[0].get_initial_magnetic_moments().max() > 0

@@ -21,7 +21,7 @@ from aiida_nmcml.workflows.label import LabelWorkChain
 FIXTURES = pathlib.Path(__file__).parent.parent / 'fixtures' / 'vasp'
 STUB_FAMILY = 'nmcml-test-stub-PBE'
 FRAME_KEYS = {'REF_energy', 'REF_stress', 'source_uuid', 'engine', 'functional', 'hubbard_u', 'ecutwfc',
-              'kpoints_distance', 'config_type', 'label_key'}  # fmt: skip
+              'kpoints_distance', 'pseudos', 'smearing', 'hubbard_projector', 'config_type', 'label_key'}  # fmt: skip
 
 
 @pytest.fixture(scope='module')
@@ -70,6 +70,9 @@ def test_vasp_inputs_are_materials_project_style(vasp_code):
     child = vasp_inputs(vasp_code, structure, settings['vasp'], settings['hubbard_u'], settings['magmoms'])
     incar = child.parameters['incar']
     assert incar['ispin'] == 2 and incar['encut'] == 520 and incar['ldau'] is True
+    # label defaults (science review 1.8): Gaussian smearing, total EDIFF, no real-space projection in small cells
+    assert (incar['ismear'], incar['sigma'], incar['ediff'], incar['lreal']) == (0, 0.05, 1e-6, False)
+    assert 'ediff_per_atom' not in incar
     assert incar['ldauu'] == [0.0, 6.2, 0.0]  # Li, Ni, O in POSCAR order
     assert incar['ldaul'] == [-1, 2, -1]
     assert incar['magmom'] == [0.0, 1.0, 0.0, 0.0]
@@ -79,7 +82,7 @@ def test_vasp_inputs_are_materials_project_style(vasp_code):
 def test_vasp_label_replays_recorded_outputs_into_the_same_frames(vasp_code, data_regression):
     structure, source = recorded_structure()
     builder = LabelWorkChain.get_builder_from_protocol(
-        vasp_code, {'rattled': structure}, engine='vasp', protocol='demo',
+        vasp_code, {'rattled': structure}, engine='vasp', protocol='plumbing',
         overrides={'vasp': {'potential_family': STUB_FAMILY}},
     )  # fmt: skip
     outputs, node = run_get_node(builder)
@@ -120,3 +123,51 @@ def test_vasp_missing_potcar_mapping_is_refused(vasp_code):
         check_potentials(
             'x', structure, {'potential_mapping': {'Li': 'Li', 'Ni': 'Ni', 'O': 'O'}, 'potential_family': 'nope'}
         )
+
+
+def test_vasp_u_is_read_back_from_vasprun(vasp_code):
+    """The replay echoes the INCAR's LDAU tags in <parameters> as VASP does; the work chain pairs LDAUU with the
+    POTCAR atom types of vasprun.xml. A U on the wrong species (an order slip) is rejected."""
+    from aiida_nmcml.dft.vasp_inputs import applied_ldauu, ldau_mismatch
+
+    structure, _ = recorded_structure()
+    builder = LabelWorkChain.get_builder_from_protocol(
+        vasp_code, {'rattled': structure}, engine='vasp', protocol='plumbing',
+        overrides={'vasp': {'potential_family': STUB_FAMILY}},
+    )  # fmt: skip
+    outputs, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_message, outputs['failures'].get_dict())
+    calc = next(n for n in node.called_descendants if isinstance(n, orm.CalcJobNode))
+    assert applied_ldauu(calc.outputs.retrieved) == {'Ni': 6.2}
+    assert ldau_mismatch(calc, {'Ni': 6.2, 'Co': 3.32}) is None  # Co is not in the cell
+    message = ldau_mismatch(calc, {'Ni': 5.0})
+    assert message and 'requested' in message and 'POTCAR' in message
+
+    # the same vasprun.xml with LDAUU in the wrong species order: U would act on O
+    text = calc.outputs.retrieved.base.repository.get_object_content('vasprun.xml', mode='r')
+    start = text.index('name="LDAUU">')
+    end = text.index('</v>', start)
+    swapped = text[:start] + 'name="LDAUU">  0.0 0.0 6.2' + text[end:]
+    folder = orm.FolderData()
+    folder.base.repository.put_object_from_bytes(swapped.encode('latin-1'), 'vasprun.xml')
+    assert applied_ldauu(folder) == {'O': 6.2}
+
+
+def test_vasp_energy_label_is_the_free_energy():
+    """The label is TOTEN (energy_free), whose derivatives are the forces, not the sigma->0 extrapolation."""
+    import types
+
+    from aiida_nmcml.dft.frames import vasp_frame
+
+    structure, _ = recorded_structure()
+    misc = {
+        'total_energies': {'energy_free': -10.0, 'energy_extrapolated': -10.05},
+        'forces': np.zeros((4, 3)).tolist(),
+        'stress': np.zeros((3, 3)).tolist(),
+    }
+
+    class Misc(dict):  # the parts of a misc Dict node vasp_frame reads
+        creator = types.SimpleNamespace(uuid='calc-uuid')
+
+    atoms = vasp_frame(structure, Misc(misc))
+    assert atoms.info['REF_energy'] == -10.0
