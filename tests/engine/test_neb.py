@@ -1,0 +1,172 @@
+"""The NEB engine: an analytic potential with a known saddle, then the CLI with the tiny MACE committee on a Li hop.
+
+The tiny MACE is trained on toy frames, so its barrier means nothing physically; those tests check the plumbing
+(relaxed end points, images ordered, climbing image at the maximum, committee spread, files, statuses). The barrier
+value is checked on the analytic potential, where the exact answer is known.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from ase.io import read, write
+
+from aiida_nmcml.engine import neb
+from aiida_nmcml.engine.cli import main as engine_main
+from aiida_nmcml.engine.common import EngineError
+
+BARRIER = 0.4  # eV, of the analytic potential
+PERIOD = 3.0  # Å between minima
+
+
+class CosinePotential(Calculator):
+    """Atom 0 in E = B/2 (1 - cos(2 pi x / L)) + 1/2 k (y - y0(x))^2 + 1/2 k z^2 with a curved valley
+    y0(x) = 0.3 sin(pi x / L): minima at x = 0, L (y = 0), saddle at x = L/2 (y = 0.3) with energy exactly B.
+    The valley is curved, so the straight-line path is not the minimum energy path. Other atoms feel nothing."""
+
+    implemented_properties = ('energy', 'forces', 'free_energy')
+
+    def calculate(self, atoms=None, properties=('energy',), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        x, y, z = self.atoms.positions[0]
+        k, q = 5.0, 2 * np.pi / PERIOD
+        y0 = 0.3 * np.sin(np.pi * x / PERIOD)
+        dy0 = 0.3 * np.pi / PERIOD * np.cos(np.pi * x / PERIOD)
+        energy = BARRIER / 2 * (1 - np.cos(q * x)) + 0.5 * k * (y - y0) ** 2 + 0.5 * k * z**2
+        forces = np.zeros((len(self.atoms), 3))
+        forces[0] = [-(BARRIER / 2 * q * np.sin(q * x) - k * (y - y0) * dy0), -k * (y - y0), -k * z]
+        self.results = {'energy': energy, 'free_energy': energy, 'forces': forces}
+
+
+def _ends():
+    initial = Atoms('HHe', positions=[[0.0, 0.0, 0.0], [0.0, 5.0, 5.0]], cell=[20, 20, 20], pbc=False)
+    final = initial.copy()
+    final.positions[0] = [PERIOD, 0.0, 0.0]
+    return initial, final
+
+
+def test_analytic_barrier_and_climbing_image():
+    initial, final = _ends()
+    # start the end points off their minima: relaxation must bring them back
+    initial.positions[0] += [0.1, 0.05, 0.0]
+    images, summary = neb.run_neb(initial, final, CosinePotential(), {'n_images': 5, 'fmax': 0.01})
+    assert summary['converged']
+    assert summary['endpoints']['initial']['converged']
+    assert summary['barrier_forward'] == pytest.approx(BARRIER, abs=2e-3)
+    assert summary['reaction_energy'] == pytest.approx(0.0, abs=1e-3)
+    energies = np.array(summary['energies'])
+    assert summary['climbing_image'] == int(np.argmax(energies))
+    saddle = images[summary['climbing_image']].positions[0]
+    assert saddle[0] == pytest.approx(PERIOD / 2, abs=0.02)
+    assert saddle[1] == pytest.approx(0.3, abs=0.02)  # followed the curved valley, not the straight line
+    x = [image.positions[0, 0] for image in images]
+    assert np.all(np.diff(x) > 0)  # images ordered along the path
+    assert np.all(np.diff(summary['reaction_coordinate_A']) > 0)
+    # one evaluation per image per step: the per-image calculators do not recompute each other
+    assert summary['model_evaluations'] <= (summary['steps'] + 3) * 7
+
+
+def test_without_climbing_the_barrier_is_underestimated_or_equal():
+    """Plain NEB with an even number of images has no image at the saddle: the climbing image is what fixes it."""
+    initial, final = _ends()
+    _, plain = neb.run_neb(initial, final, CosinePotential(), {'n_images': 4, 'fmax': 0.01, 'climb': False})
+    _, climbed = neb.run_neb(initial, final, CosinePotential(), {'n_images': 4, 'fmax': 0.01})
+    assert plain['climbing_image'] is None
+    assert plain['barrier_forward'] < BARRIER - 0.01
+    assert climbed['barrier_forward'] == pytest.approx(BARRIER, abs=2e-3)
+
+
+def test_path_through_via():
+    initial, final = _ends()
+    via = initial.copy()
+    via.positions[0] = [PERIOD / 2, 1.0, 0.0]
+    path = neb.initial_path(initial, final, 5, 'linear', via)
+    assert len(path) == 7
+    assert np.allclose(path[3].positions[0], [PERIOD / 2, 1.0, 0.0])
+    with pytest.raises(EngineError, match='n_images >= 3'):
+        neb.initial_path(initial, final, 2, 'linear', via)
+
+
+def test_end_point_checks():
+    initial, final = _ends()
+    other = Atoms('HLi', positions=final.positions, cell=final.cell)
+    with pytest.raises(EngineError, match='other atoms'):
+        neb.check_end_points(initial, other)
+    with pytest.raises(EngineError, match='same structure'):
+        neb.run_neb(initial, initial.copy(), CosinePotential(), {'n_images': 3})
+    with pytest.raises(EngineError, match="did you mean 'n_images'"):
+        neb.merged_config({'n_image': 3})
+    with pytest.raises(EngineError, match='fmax'):
+        neb.merged_config({'fmax': 0.0})
+
+
+@pytest.fixture
+def hop_workdir(tmp_path, monkeypatch, committee_models):
+    """A 2x2x1 hexagonal LiNiO2 cell (47 atoms) with one Li vacancy: ODH end points, as the CalcJob writes them."""
+    from aiida_nmcml.hops import build_hop, hexagonal_supercell
+
+    hop = build_hop('odh', supercell=hexagonal_supercell(2, 2, 1), seed=0)
+    write(tmp_path / 'initial.extxyz', hop.initial)
+    write(tmp_path / 'final.extxyz', hop.final)
+    for i, model in enumerate(committee_models):
+        shutil.copy(model, tmp_path / f'model_{i}.model')
+    monkeypatch.chdir(tmp_path)
+    return tmp_path, hop
+
+
+def test_cli_neb_with_tiny_mace_committee(hop_workdir):
+    """The engine end to end. The toy model's landscape is not LiNiO2's, so the run is cut after a few steps with an
+    unreachable fmax: this also checks that a NEB that does not converge keeps its images and says so."""
+    tmp_path, hop = hop_workdir
+    config = {
+        'models': ['model_0.model', 'model_1.model'],
+        'device': 'cpu',
+        'n_images': 3,
+        'fmax': 0.001,
+        'max_steps': 12,
+        'endpoint_max_steps': 50,
+    }
+    (tmp_path / 'input.json').write_text(json.dumps(config))
+    code = engine_main(['neb', 'input.json'])
+    status = json.loads((tmp_path / 'engine_status.json').read_text())
+    assert status['status'] == 'neb_not_converged', status
+    assert code == 32
+    summary = json.loads((tmp_path / neb.SUMMARY_FILENAME).read_text())
+    assert not summary['converged'] and summary['steps'] == 12
+    images = read(tmp_path / neb.IMAGES_FILENAME, index=':')
+    assert len(images) == 5
+    energies = [image.info['neb_energy'] for image in images]
+    assert energies == pytest.approx(summary['energies'])
+    assert summary['climbing_image'] == summary['highest_image'] == int(np.argmax(energies[1:-1])) + 1
+    assert images[summary['climbing_image']].info['climbing']
+    assert summary['barrier_forward'] == pytest.approx(max(energies) - energies[0])
+    # the starting (IDPP) path moves the hopping Li monotonically from its site to the vacancy
+    m = hop.moving_index
+    path0 = read(tmp_path / neb.INITIAL_PATH_FILENAME, index=':')
+    progress = [np.linalg.norm(image.positions[m] - path0[0].positions[m]) for image in path0]
+    assert np.all(np.diff(progress) > 0)
+    assert progress[-1] == pytest.approx(hop.info['hop_distance_A'], abs=0.3)
+    # committee of two different models: a spread along the path, one barrier per member
+    committee = summary['committee']
+    assert committee['n_members'] == 2 and len(committee['member_barriers']) == 2
+    assert committee['barrier_std'] > 0
+    assert len(committee['max_force_deviation']) == 5 and min(committee['max_force_deviation']) > 0
+    # magnetic moments carried along the path for the DFT single points
+    assert np.allclose(images[2].get_initial_magnetic_moments(), hop.initial.get_initial_magnetic_moments())
+    # end points were relaxed (a toy model may need more steps; then it says so)
+    for end in ('initial', 'final'):
+        info = summary['endpoints'][end]
+        assert info['converged'] == (info['fmax'] <= 0.02)
+
+
+def test_cli_refuses_bad_input(hop_workdir):
+    tmp_path, _ = hop_workdir
+    (tmp_path / 'input.json').write_text(json.dumps({'models': ['model_0.model'], 'n_images': 0}))
+    assert engine_main(['neb', 'input.json']) == 2
+    status = json.loads((tmp_path / 'engine_status.json').read_text())
+    assert status['status'] == 'invalid_input' and 'n_images' in status['message']
