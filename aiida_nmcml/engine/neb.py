@@ -18,8 +18,8 @@ Why this way:
   ``via`` it is built in two halves through that structure, because a straight path of a tetrahedral-site hop would
   cross the O-O edge (the other mechanism).
 * Relaxation runs plain NEB down to ``4 * fmax`` (at most half of ``max_steps``) and then climbing-image NEB to
-  ``fmax``: climbing from a raw interpolation can push the wrong image up. The climbing image then sits at the saddle; the barrier is its energy
-  minus the initial end point's.
+  ``fmax``: climbing from a raw interpolation can push the wrong image up. The climbing image then sits at the
+  saddle; the barrier is its energy minus the initial end point's.
 * Each image has its own thin calculator over *one* loaded model (:class:`ImageCalculator`): ASE caches results per
   calculator, so one shared calculator would recompute every image on every call (DESIGN.md), while one model per
   image would multiply the memory.
@@ -34,6 +34,8 @@ A NEB that does not reach ``fmax`` in ``max_steps`` writes everything and ends w
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
@@ -207,7 +209,7 @@ def run_neb(initial, final, calculator, settings: dict, via=None) -> tuple[list,
     energies = np.array([image.get_potential_energy() for image in images])
     imax = int(1 + np.argmax(energies[1:-1]))
     coordinate = np.concatenate(
-        [[0.0], np.cumsum([np.linalg.norm(b.positions - a.positions) for a, b in zip(images[:-1], images[1:])])]
+        [[0.0], np.cumsum([np.linalg.norm(b.positions - a.positions) for a, b in itertools.pairwise(images)])]
     )
     summary.update(
         {
