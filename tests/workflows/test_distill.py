@@ -119,3 +119,24 @@ def test_fast_distillation_finetunes_and_runs_md(nmcml_codes, submit_and_await):
     temperatures = [a.info['temperature'] for a in trajectory]
     assert closest > 1.2, closest  # Li-O ~2.0 Å, O-O ~2.6 Å: anything near 1 Å is a collapse
     assert max(temperatures) < 1500, temperatures
+
+
+def test_reuse_from_the_machine_cache(nmcml_codes, tiny_foundation_model, tmp_path, monkeypatch):
+    """A distilled model cached on the machine is imported into a new profile, not distilled again (no submit)."""
+    import json
+    import shutil
+
+    from aiida_nmcml.workflows import distill
+
+    monkeypatch.setenv('NMCML_CACHE', str(tmp_path))
+    monkeypatch.setattr('aiida.engine.submit', lambda *a, **k: pytest.fail('must not distil when a model is cached'))
+    key = distill.distill_key('demo', 'chgnet')
+    cached = distill.machine_cache_dir() / f'distilled-chgnet-demo-{key}.model'
+    cached.parent.mkdir(parents=True)
+    shutil.copy(tiny_foundation_model, cached)
+    cached.with_suffix('.json').write_text(json.dumps({'name': 'chgnet', 'weights_sha256': 'abc'}))
+    node = distill.get_or_distill_foundation('demo', echo=lambda m: None)
+    assert node.is_stored and node.base.extras.get(distill.EXTRAS_TEACHER)['name'] == 'chgnet'
+    assert distill.find_distilled('demo', 'chgnet').uuid == node.uuid
+    assert distill.get_or_distill_foundation('demo', echo=lambda m: None).uuid == node.uuid  # found in the profile
+    assert distill.find_distilled('fast', 'chgnet') is None  # another recipe is another key
