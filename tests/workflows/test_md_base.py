@@ -106,10 +106,12 @@ def test_out_of_memory_fallback_in_steps(process_with_child, md_inputs):
 
 
 def test_device_unavailable_stops_with_210(process_with_child):
-    process, _ = process_with_child(exit_status=EXIT.ERROR_DEVICE_UNAVAILABLE.status)
+    process, child = process_with_child(exit_status=EXIT.ERROR_DEVICE_UNAVAILABLE.status)
+    child.set_exit_message("device 'cuda' requested but torch sees no CUDA device. Request a GPU node")
     result = process.inspect_process()
     assert result.status == 210
-    assert len(process.ctx.children) == 1  # no second run (no silent CPU fallback)
+    assert 'no CUDA device' in result.message
+    assert process.ctx.inputs.device.value == 'auto'  # not switched to cpu behind the user's back
 
 
 def test_unrecoverable_child_code_is_passed_on(process_with_child):

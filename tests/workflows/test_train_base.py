@@ -147,3 +147,37 @@ def test_protocol_builder(fake_engine_code, training_set):
         assert builder.train.seed.value == 3
     gpu = MaceTrainBaseWorkChain.get_protocol_inputs('fast', {'device': 'cuda'})
     assert 'gres' in gpu['metadata']['options']['custom_scheduler_commands']
+
+
+@pytest.mark.slow
+def test_real_out_of_memory_then_real_training(aiida_localhost, training_set, tmp_path):
+    """Fault injected by a fake executable: it prints torch's CUDA out-of-memory error while the config asks for a
+    batch larger than 2 and runs the real ``mace_run_train`` otherwise. The handler halves the batches once; the
+    second run trains for real and its model is the work chain's output."""
+    import pathlib
+    import sys
+
+    from aiida.engine import run_get_node
+
+    trainer = pathlib.Path(sys.executable).parent / 'mace_run_train'
+    script = tmp_path / 'mace_run_train_oom'
+    script.write_text(
+        '#!/bin/bash\n'
+        "if grep -qE '^batch_size: ([3-9]|[1-9][0-9]+)$' config.yaml; then\n"
+        "  echo 'torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB' >&2; exit 1\n"
+        'fi\n'
+        f'exec {trainer} "$@"\n'
+    )
+    script.chmod(0o755)
+    code = orm.InstalledCode(computer=aiida_localhost, filepath_executable=str(script), label='mace-oom').store()
+    builder = MaceTrainBaseWorkChain.get_builder_from_protocol(
+        code, training_set, protocol='demo', overrides={'parameters': {'batch_size': 4, 'valid_batch_size': 4}}
+    )
+    _, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    first, second = sorted(node.called, key=lambda n: n.ctime)
+    assert first.exit_status == EXIT.ERROR_OUT_OF_MEMORY.status
+    assert first.inputs.parameters['batch_size'] == 4
+    assert (second.inputs.parameters['batch_size'], second.inputs.parameters['valid_batch_size']) == (2, 2)
+    assert second.is_finished_ok
+    assert node.outputs.model.uuid == second.outputs.model.uuid
