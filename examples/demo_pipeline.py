@@ -2,8 +2,9 @@
 
     python examples/demo_pipeline.py [--foundation mace-mp-0-small | --foundation path/to/file.model]
 
-1. structures — LiNiO2-type cells (4 atoms) and an NMC811 supercell from ``aiida_nmcml.structures``;
-2. ``nmcml.label`` — DFT+U labels with pw.x (demo protocol: tiny cutoffs, not converged);
+1. structures — LiNiO2-type cells (8 atoms, x = 1 and 0.5) and an NMC811 supercell from ``aiida_nmcml.structures``;
+2. ``nmcml.label`` — DFT+U labels with pw.x (demo protocol: a 4x2x2 k-mesh, the family's density cutoff, cold
+   smearing; forces checked against a converged reference by ``benchmarks/label_convergence.py``, docs/labelling.md);
 3. ``nmcml.finetune`` — a committee of two MACE models fine-tuned from a foundation model. Offline (CI, air-gapped
    machines) the foundation model is a small MACE distilled from CHGNet (``nmcml.distill``, protocol demo; built once
    per machine, then reused; docs/foundation.md) — grounded in a universal potential, not DFT;
@@ -11,8 +12,9 @@
 5. ``nmcml.search`` — a genetic search for the lowest-energy Li/vacancy ordering at x = 0.75.
 
 Everything is submitted to the daemon and collected in the group ``nmcml/demo/<timestamp>``; inspect it with
-``verdi process list -a`` and ``verdi process report <pk>``. Numbers printed here are demo-grade: 4-atom DFT cells at
-30 Ry and a demo-grade distilled foundation model, never to be quoted.
+``verdi process list -a`` and ``verdi process report <pk>``. Numbers printed here are demo-grade: three small DFT cells
+(their forces carry physics, their energies are not converged to meV/atom) and a demo-grade distilled foundation
+model, never to be quoted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import datetime
 import sys
 import time
+import warnings
 
 
 def wait(node, what: str, poll: float = 3.0):
@@ -74,10 +77,12 @@ def main(argv=None) -> int:
 
     print('1. structures')
     cells = {}
+    # 8-site cells: with the demo protocol's k-mesh by density (4x2x2 here) their forces are within the issue-15
+    # target of a converged reference; 4-atom cells at Gamma were off by ~1 eV/Å
     for i, (x_li, rattle) in enumerate([(1.0, 0.03), (1.0, 0.06), (0.5, 0.03)]):
-        atoms = structures.build_nmc(
-            [1, 1, 1] if x_li == 1.0 else [2, 1, 1], x_li=x_li, seed=i, composition={'Ni': 1.0}
-        )
+        with warnings.catch_warnings():  # LiNiO2-type on purpose: NMC811 needs 10 TM sites, too big for the demo DFT
+            warnings.simplefilter('ignore', structures.NmcStructureWarning)
+            atoms = structures.build_nmc(8, x_li=x_li, seed=i, composition={'Ni': 1.0})
         atoms.rattle(stdev=rattle, seed=i)
         cells[f'cell_{i}'] = structures.to_structure_data(atoms)
     nmc = structures.to_structure_data(structures.build_nmc(40, x_li=1.0, seed=0))
