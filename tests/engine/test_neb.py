@@ -170,3 +170,46 @@ def test_cli_refuses_bad_input(hop_workdir):
     assert engine_main(['neb', 'input.json']) == 2
     status = json.loads((tmp_path / 'engine_status.json').read_text())
     assert status['status'] == 'invalid_input' and 'n_images' in status['message']
+
+
+def test_hop_builder_odh_and_tsh_geometry():
+    """4x4x1 hexagonal LiNiO2 (Devi et al. setup): ODH Li47Ni48O96, TSH Li46Ni48O96 with a divacancy; the TSH guide
+    puts the Li in the O4 tetrahedron that shares faces with its own and both vacant octahedra."""
+    from aiida_nmcml.hops import build_hop
+
+    odh = build_hop('odh')
+    assert odh.initial.get_chemical_formula() == 'Li47Ni48O96' and odh.via is None
+    m = odh.moving_index
+    moved = np.linalg.norm(odh.final.positions - odh.initial.positions, axis=1)
+    assert np.flatnonzero(moved > 1e-9).tolist() == [m]
+    assert moved[m] == pytest.approx(2.87, abs=0.01)
+    # the straight path crosses the O-O edge shared by the two octahedra: two O equidistant from the midpoint
+    mid = odh.initial.copy()
+    mid.positions[m] = (odh.initial.positions[m] + odh.final.positions[m]) / 2
+    d = mid.get_distances(m, np.flatnonzero(np.array(mid.get_chemical_symbols()) == 'O'), mic=True)
+    assert np.sort(d)[0] == pytest.approx(np.sort(d)[1], abs=1e-6) and np.sort(d)[0] < 1.8
+
+    tsh = build_hop('tsh')
+    assert tsh.initial.get_chemical_formula() == 'Li46Ni48O96'
+    m = tsh.moving_index
+    symbols = np.array(tsh.via.get_chemical_symbols())
+    d_o = np.sort(tsh.via.get_distances(m, np.flatnonzero(symbols == 'O'), mic=True))
+    assert d_o[3] < 2.1 < d_o[4]  # four O around the tetrahedral site
+    li_others = [i for i in np.flatnonzero(symbols == 'Li') if i != m]
+    assert tsh.via.get_distances(m, li_others, mic=True).min() > 2.3  # no Li on its other face-sharing sites
+    # the final site is one of the two vacancies: no Li there in the initial structure
+    target = tsh.final.positions[m]
+    probe = tsh.initial.copy()
+    probe.positions[m] = target
+    assert probe.get_distances(m, li_others, mic=True).min() > 2.5
+
+
+def test_hop_builder_environment_choice():
+    from aiida_nmcml.hops import build_hop
+
+    composition = {'Ni': 0.8, 'Mn': 0.1, 'Co': 0.1}
+    for env in ('Mn', 'Co', 'Ni'):
+        hop = build_hop('tsh', composition=composition, environment=env, seed=1)
+        assert hop.info['nearest_tm_to_transition_point'][0] == env
+    with pytest.raises(ValueError, match='unknown hop kind'):
+        build_hop('dumbbell')
