@@ -93,6 +93,7 @@ class MdCalculation(EngineCalculation):
             'stop_structure', valid_type=orm.StructureData, required=False, help='The frame at which a stop rule fired.'
         )
         spec.output('output_parameters', valid_type=orm.Dict, required=False, help='Run summary.')
+        spec.default_output_node = 'output_parameters'  # `verdi calcjob res` shows the run summary
         # Stop rules: 7xx, the outputs written so far are attached (docs/dev/exit_codes.md).
         exit_codes.declare(spec, *STOP_EXIT_LABELS, 'ERROR_NON_FINITE', 'ERROR_RESTART_FILES_MISSING')
 

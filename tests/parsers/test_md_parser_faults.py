@@ -35,3 +35,16 @@ def test_restart_files_missing_has_its_own_exit_code(generate_calc_job_node):
     assert calcfunction.exit_status == EXIT.ERROR_RESTART_FILES_MISSING.status
     assert 'checkpoint.npz' in calcfunction.exit_message
     assert set(results) == {'engine_status'}
+
+
+def test_calcjob_res_shows_the_summary(generate_calc_job_node):
+    """``verdi calcjob res`` needs a default output node (it used to fail for nmcml.md)."""
+    from aiida.common.links import LinkType
+
+    assert MdCalculation.spec().default_output_node == 'output_parameters'
+    node = generate_calc_job_node('nmcml.md', case='finished')
+    results, _ = MdParser.parse_from_node(node, store_provenance=False)
+    summary = results['output_parameters'].clone()
+    summary.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='output_parameters')
+    summary.store()
+    assert node.res.steps_run == 20 and node.res.trajectory_stride == 5
