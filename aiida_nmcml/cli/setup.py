@@ -13,9 +13,15 @@ from .root import cmd_root
 @click.option('--profile-name', default=None, help='Name of the profile to create or reuse.')
 @click.option('--family', default=None, help='Use this installed aiida-pseudo family instead of the offline default.')
 @click.option('--computer', default='localhost', show_default=True, help='Computer label to create or reuse.')
+@click.option(
+    '--computer-template',
+    default=None,
+    help='Also set up a SLURM-over-SSH computer (and the codes on it) from a template: `slurm-gpu` (the one-node '
+    'test cluster of scripts/start_hpc_services.sh) or a YAML file for your cluster (docs/hpc.md).',
+)
 @click.option('--daemon/--no-daemon', default=False, show_default=True, help='Start the daemon at the end.')
 @click.option('--check', is_flag=True, help='Only report what is present/missing; exit 1 if anything is missing.')
-def cmd_setup(postgres, rabbitmq, profile_name, family, computer, daemon, check):
+def cmd_setup(postgres, rabbitmq, profile_name, family, computer, computer_template, daemon, check):
     """Make (or reuse) everything aiida-nmcml needs; safe to run again."""
     from aiida import load_profile
     from aiida.manage import get_manager
@@ -50,6 +56,19 @@ def cmd_setup(postgres, rabbitmq, profile_name, family, computer, daemon, check)
     load_profile(name, allow_switch=True)
     click.echo(f'profile: {name}')
     env = ensure_environment(family=family, computer=computer, echo=click.echo)
+    if computer_template:
+        from ..setup.computer import ensure_slurm_computer
+
+        try:
+            hpc, new = ensure_slurm_computer(computer_template)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        kind = f'{hpc.transport_type} + {hpc.scheduler_type}'
+        click.echo(
+            f'{"created" if new else "reused"} computer {hpc.label} ({kind}),'
+            f' codes on it: nmcml-pw@{hpc.label}, nmcml-mace-train@{hpc.label}, nmcml-engine@{hpc.label}; '
+            f'check it with `verdi computer test {hpc.label}`'
+        )
     for entry in enable_dft_caching(name):
         click.echo(f'caching enabled for {entry}')
     if not env['created']:

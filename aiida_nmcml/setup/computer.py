@@ -1,4 +1,4 @@
-"""The ``localhost`` computer (core.local + core.direct) every code of the embedded default runs on."""
+"""Computers: ``localhost`` (core.local + core.direct) of the embedded default, and SLURM over SSH from a template."""
 
 from __future__ import annotations
 
@@ -51,3 +51,147 @@ def ensure_localhost(label: str = LOCALHOST, workdir: str | None = None):
     if not computer.is_user_configured(orm.User.collection.get_default()):
         computer.configure(safe_interval=0.0)
     return computer, created
+
+
+# ---- SLURM over SSH (clusters; the one-node test cluster of scripts/start_hpc_services.sh) ------------------------
+
+TEMPLATES = {'slurm-gpu': 'computer_slurm_gpu.yaml'}
+TEMPLATE_KEYS = (
+    'label',
+    'description',
+    'hostname',
+    'port',
+    'username',
+    'key_filename',
+    'proxy_jump',
+    'safe_interval',
+    'workdir',
+    'partition',
+    'account',
+    'qos',
+    'gpu_directive',
+    'default_mpiprocs_per_machine',
+    'mpirun_command',
+    'prepend_text',
+    'append_text',
+    'executables',
+)
+_NOT_EXPANDED = ('workdir', 'prepend_text', 'append_text', 'gpu_directive')
+HPC_PROPERTY = 'nmcml_hpc'  # computer metadata key holding partition/account/qos/gpu_directive
+
+
+def load_computer_template(template: str | pathlib.Path) -> dict:
+    """The template as a dict: ``template`` is a built-in name (``slurm-gpu``) or a path to a YAML file.
+
+    Why a schema: a misspelt key (``partiton``) would otherwise be ignored and jobs would land in the default queue
+    without a word; unknown keys are refused, naming the closest valid one.
+    """
+    import os
+
+    import yaml
+
+    from ..common.schema import closest_key
+
+    if str(template) in TEMPLATES:
+        path = pathlib.Path(__file__).parent / 'resources' / TEMPLATES[str(template)]
+    else:
+        path = pathlib.Path(template).expanduser()
+        if not path.is_file():
+            raise ValueError(f'computer template {template!r}: neither a built-in ({", ".join(TEMPLATES)}) nor a file')
+    data = yaml.safe_load(path.read_text()) or {}
+    for key in data:
+        if key not in TEMPLATE_KEYS:
+            hint = closest_key(key, TEMPLATE_KEYS)
+            raise ValueError(
+                f'computer template {path.name}: unknown key {key!r}'
+                + (f' (did you mean {hint!r}?)' if hint else f'; valid keys: {", ".join(TEMPLATE_KEYS)}')
+            )
+    if not data.get('hostname'):
+        raise ValueError(f'computer template {path.name}: `hostname` is required')
+    unknown_codes = set(data.get('executables') or {}) - {'pw', 'neb', 'mace_train', 'engine'}
+    if unknown_codes:
+        raise ValueError(f'computer template {path.name}: unknown executables {sorted(unknown_codes)}')
+    for key, value in data.items():
+        if isinstance(value, str) and key not in _NOT_EXPANDED:
+            data[key] = os.path.expanduser(os.path.expandvars(value))
+    data['executables'] = {
+        k: os.path.expanduser(os.path.expandvars(v)) for k, v in (data.get('executables') or {}).items() if v
+    }
+    if data.get('username') in (None, '', '$USER'):
+        import getpass
+
+        data['username'] = getpass.getuser()
+    return data
+
+
+def ensure_slurm_computer(template: str | pathlib.Path = 'slurm-gpu', label: str | None = None):
+    """A ``core.slurm`` over ``core.ssh`` computer from a template, with the aiida-nmcml codes on it.
+
+    Reused as it is when the label exists (like :func:`ensure_localhost`); the cluster's partition, account, qos and
+    GPU directive are kept on the computer (property ``nmcml_hpc``) and turned into ``metadata.options`` by
+    :func:`scheduler_options`. Returns ``(computer, created)``.
+    """
+    from dataclasses import replace
+
+    from aiida import orm
+    from aiida.common.exceptions import NotExistent
+
+    from .codes import code_specs, ensure_code
+
+    spec = load_computer_template(template)
+    label = label or spec.get('label') or 'slurm-gpu'
+    try:
+        computer = orm.load_computer(label)
+        created = False
+    except NotExistent:
+        computer = orm.Computer(
+            label=label,
+            hostname=spec['hostname'],
+            description=spec.get('description') or f'SLURM over SSH ({spec["hostname"]})',
+            transport_type='core.ssh',
+            scheduler_type='core.slurm',
+            workdir=spec.get('workdir') or '/tmp/aiida-nmcml/{username}',
+        ).store()
+        computer.set_mpirun_command(str(spec.get('mpirun_command') or 'mpirun -np {tot_num_mpiprocs}').split())
+        computer.set_default_mpiprocs_per_machine(int(spec.get('default_mpiprocs_per_machine') or 1))
+        computer.set_prepend_text(spec.get('prepend_text') or '')
+        computer.set_append_text(spec.get('append_text') or '')
+        computer.set_property(
+            HPC_PROPERTY, {key: spec.get(key) for key in ('partition', 'account', 'qos', 'gpu_directive')}
+        )
+        created = True
+    if not computer.is_user_configured(orm.User.collection.get_default()):
+        auth = {
+            'username': spec['username'],
+            'port': int(spec.get('port') or 22),
+            'look_for_keys': not spec.get('key_filename'),
+            'key_filename': spec.get('key_filename') or '',
+            'load_system_host_keys': True,
+            'key_policy': 'RejectPolicy',
+            'safe_interval': float(spec.get('safe_interval') or 0.0),
+        }
+        if spec.get('proxy_jump'):
+            auth['proxy_jump'] = spec['proxy_jump']
+        computer.configure(**auth)
+    overrides = spec.get('executables') or {}
+    for code_spec in code_specs():
+        if code_spec.key in overrides:
+            code_spec = replace(code_spec, executable=overrides[code_spec.key])
+        ensure_code(code_spec, computer)
+    return computer, created
+
+
+def scheduler_options(computer, gpu: bool = False) -> dict:
+    """``metadata.options`` for a job on ``computer``: partition, account, qos and (``gpu=True``) the GPU directive.
+
+    Why here and not in each builder: the form of a GPU request differs between clusters (``--gres=gpu:1`` vs
+    ``--gpus=1``); it is written once in the computer template. Empty for computers made without a template.
+    """
+    hpc = computer.get_property(HPC_PROPERTY, None) or {}
+    options = {}
+    for key, option in (('partition', 'queue_name'), ('account', 'account'), ('qos', 'qos')):
+        if hpc.get(key):
+            options[option] = hpc[key]
+    if gpu and hpc.get('gpu_directive'):
+        options['custom_scheduler_commands'] = hpc['gpu_directive']
+    return options
