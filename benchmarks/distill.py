@@ -50,7 +50,7 @@ def load_student(spec: str):
     return MACECalculator(model_paths=str(path), device='cpu', default_dtype='float64'), str(path)
 
 
-def held_out_frames(teacher, identity, seed: int, md_steps: int = 20):
+def held_out_frames(teacher, identity, seed: int, md_steps: int = 20, frames_per_x: int = 4):
     """Frames the distillation never saw, labelled by the teacher."""
     from aiida_nmcml.engine.teacher import label_atoms, sample_configurations, teacher_md
 
@@ -59,7 +59,7 @@ def held_out_frames(teacher, identity, seed: int, md_steps: int = 20):
             'seed': seed,
             'x_li': [1.0, 0.5, 0.25],
             'cell_atoms': [16, 24],
-            'frames_per_x': 4,
+            'frames_per_x': frames_per_x,
             'antisite_frames': 0,
             'end_member_frames': 0,
             'md_seeds': 1,
@@ -120,7 +120,7 @@ def relax(atoms, calc, fmax: float = 0.05, steps: int = 150):
     return atoms, bool(converged), opt.nsteps
 
 
-def lattice(student, teacher, x_values=(1.0, 0.5)) -> dict:
+def lattice(student, teacher, x_values=(1.0, 0.5), steps: int = 100) -> dict:
     from aiida_nmcml.structures import build_nmc
 
     result = {}
@@ -132,7 +132,7 @@ def lattice(student, teacher, x_values=(1.0, 0.5)) -> dict:
         row = {}
         for name, calc in (('teacher', teacher), ('student', student)):
             t0 = time.time()
-            relaxed, converged, nsteps = relax(start, calc)
+            relaxed, converged, nsteps = relax(start, calc, steps=steps)
             a, c = hexagonal_a_c(relaxed)
             row[name] = {'a': a, 'c': c, 'converged': converged, 'steps': nsteps, 'wall_s': time.time() - t0}
         row['a_error_pct'] = 100 * (row['student']['a'] - row['teacher']['a']) / row['teacher']['a']
@@ -182,9 +182,24 @@ def main(argv=None) -> int:
     parser.add_argument('--seed', type=int, default=1000, help='sampling seed of the held-out frames')
     parser.add_argument('--md-steps', type=int, default=2000, help='student NVT steps at 1000 K (1 fs)')
     parser.add_argument('--md-atoms', type=int, default=120)
-    parser.add_argument('--teacher-md-steps', type=int, default=20, help='teacher steps for the speed comparison')
+    parser.add_argument('--teacher-md-steps', type=int, default=10, help='teacher steps for the speed comparison')
     parser.add_argument('--skip-lattice', action='store_true')
+    parser.add_argument('--frames-per-x', type=int, default=4, help='held-out static frames per x')
+    parser.add_argument('--held-out-md-steps', type=int, default=20, help='teacher MD steps per temperature')
+    parser.add_argument('--relax-steps', type=int, default=100, help='max FIRE steps of each relaxation')
     args = parser.parse_args(argv)
+    out = sys.stdout
+    sys.stdout = sys.stderr  # libraries print banners (CHGNet, MACE): only the JSON goes to stdout
+    try:
+        report = measure(args)
+    finally:
+        sys.stdout = out
+    json.dump(report, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+def measure(args) -> dict:
 
     from aiida_nmcml.engine.teacher import load_teacher
     from aiida_nmcml.structures import build_nmc
@@ -196,7 +211,7 @@ def main(argv=None) -> int:
     report['teacher'] = identity
     report['student'] = {'file': path}
     t0 = time.time()
-    static, thermal = held_out_frames(teacher, identity, args.seed)
+    static, thermal = held_out_frames(teacher, identity, args.seed, args.held_out_md_steps, args.frames_per_x)
     report['held_out_labelling_s'] = time.time() - t0
     report['held_out'] = {
         'all': errors(student, static + thermal),
@@ -207,7 +222,7 @@ def main(argv=None) -> int:
         subset = [a for a in static if a.info.get('x_li') == x]
         report['held_out'][f'x={x}'] = errors(student, subset)
     if not args.skip_lattice:
-        report['lattice'] = lattice(student, teacher)
+        report['lattice'] = lattice(student, teacher, steps=args.relax_steps)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         cell = build_nmc(args.md_atoms, x_li=1.0, seed=0, magnetic=False)
@@ -217,9 +232,7 @@ def main(argv=None) -> int:
         report['md_1000K_student']['atom_steps_per_s'] / report['md_1000K_teacher_speed']['atom_steps_per_s']
     )
     report['machine']['load_average_end'] = os.getloadavg()
-    json.dump(report, sys.stdout, indent=1)
-    print()
-    return 0
+    return report
 
 
 if __name__ == '__main__':
