@@ -82,21 +82,26 @@ class ImageCalculator(Calculator):
 
     implemented_properties = ('energy', 'free_energy', 'forces')
 
-    def __init__(self, model_calculator):
+    def __init__(self, model_calculator, with_stress: bool = False):
         super().__init__()
         self.model = model_calculator
         self.evaluations = 0
+        self.with_stress = with_stress  # a cell relaxation needs it; NEB (fixed cell) does not
+        if with_stress:
+            self.implemented_properties = (*self.implemented_properties, 'stress')
 
     def calculate(self, atoms=None, properties=('energy',), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         probe = self.atoms.copy()
         probe.calc = None
-        self.model.calculate(probe, ['energy', 'forces'], all_changes)
+        self.model.calculate(probe, ['energy', 'forces', *(['stress'] if self.with_stress else [])], all_changes)
         self.evaluations += 1
         energy = float(np.asarray(self.model.results['energy']).reshape(-1)[0])
         forces = np.array(self.model.results['forces'], dtype=float)
         check_finite_forces(forces, where='on a NEB image')
         self.results = {'energy': energy, 'free_energy': energy, 'forces': forces}
+        if self.with_stress:
+            self.results['stress'] = np.asarray(self.model.results['stress'], dtype=float)
 
 
 def merged_config(config: dict) -> dict:
