@@ -140,3 +140,29 @@ def test_reuse_from_the_machine_cache(nmcml_codes, tiny_foundation_model, tmp_pa
     assert distill.find_distilled('demo', 'chgnet').uuid == node.uuid
     assert distill.get_or_distill_foundation('demo', echo=lambda m: None).uuid == node.uuid  # found in the profile
     assert distill.find_distilled('fast', 'chgnet') is None  # another recipe is another key
+
+
+def test_cli_reuses_and_prints_the_model(nmcml_codes, tiny_foundation_model, tmp_path, monkeypatch):
+    """`aiida-nmcml foundation distill` prints pk, uuid and sha256; a missing optional teacher is a clear error."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from aiida_nmcml.cli.foundation import cmd_distill
+    from aiida_nmcml.engine.teacher import teacher_available
+    from aiida_nmcml.workflows import distill
+
+    monkeypatch.setenv('NMCML_CACHE', str(tmp_path))
+    key = distill.distill_key('fast', 'chgnet')
+    cached = distill.machine_cache_dir() / f'distilled-chgnet-fast-{key}.model'
+    cached.parent.mkdir(parents=True)
+    shutil.copy(tiny_foundation_model, cached)
+    cached.with_suffix('.json').write_text(json.dumps({'name': 'chgnet'}))
+    result = CliRunner().invoke(cmd_distill, ['--protocol', 'fast'], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    node = distill.find_distilled('fast', 'chgnet')
+    assert f'model pk: {node.pk}' in result.output and f'model sha256: {node.sha256}' in result.output
+    if not teacher_available('sevennet-0'):
+        result = CliRunner().invoke(cmd_distill, ['--teacher', 'sevennet-0'])
+        assert result.exit_code != 0 and 'aiida-nmcml[sevennet]' in result.output
