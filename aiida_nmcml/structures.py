@@ -458,11 +458,12 @@ def tm_counts(composition: Mapping[str, float], n_tm: int) -> tuple[dict[str, in
 
 
 # ---------------------------------------------------------------------------------- oxidation states and moments
-def assign_oxidation_states(symbols, sublattice=None, rng=None) -> np.ndarray:
+def assign_oxidation_states(symbols, sublattice=None, rng=None, priority=None) -> np.ndarray:
     """Integer oxidation state per atom with Li+, O2-, Mn4+ fixed and the charge balance closed by Ni, then Co.
 
-    Ni starts at 2+ and is oxidised one step at a time (all to 3+ first, then to 4+); TM-layer Ni in random order
-    (``rng``), Ni on the Li layer (antisites) last, because antisite Ni is Ni2+ in layered oxides. Only when every Ni
+    Ni starts at 2+ and is oxidised one step at a time (all to 3+ first, then to 4+); TM-layer Ni in the order of
+    ``priority`` (highest first, ties by index; :func:`oxidation_priority`), or in random order (``rng``) when no
+    priority is given; Ni on the Li layer (antisites) last, because antisite Ni is Ni2+ in layered oxides. Only when every Ni
     is 4+ does Co go from 3+ to 4+. Raises ValueError when no assignment closes the balance (it would need Ni below
     2+, or TMs beyond 4+).
     """
@@ -484,12 +485,19 @@ def assign_oxidation_states(symbols, sublattice=None, rng=None) -> np.ndarray:
             f'({-excess} electrons too many); check the Li and O counts'
         )
     ni = np.flatnonzero(symbols == 'Ni')
-    if sublattice is not None:
+    co = np.flatnonzero(symbols == 'Co')
+    if priority is not None:  # deterministic: highest priority oxidised first, ties by index, antisite Ni last
+        priority = np.asarray(priority, dtype=float)
+        on_li = np.asarray(sublattice)[ni] == 'li' if sublattice is not None else np.zeros(len(ni), bool)
+        ni = ni[np.lexsort((ni, -priority[ni], on_li))]
+        co = co[np.lexsort((co, -priority[co]))]
+    elif sublattice is not None:
         on_li = np.asarray(sublattice)[ni] == 'li'
         ni = np.concatenate([rng.permutation(ni[~on_li]), rng.permutation(ni[on_li])])
+        co = rng.permutation(co)
     else:
         ni = rng.permutation(ni)
-    co = rng.permutation(np.flatnonzero(symbols == 'Co'))
+        co = rng.permutation(co)
     for ladder in (ni, ni, co):
         step = ladder[:excess]
         states[step] += 1
@@ -517,16 +525,52 @@ def initial_magnetic_moments(symbols, oxidation_states, scheme: str = 'spin_only
         raise ValueError(f'no spin-only moment for {exc.args[0]}: known {sorted(SPIN_ONLY_MOMENTS)}') from None
 
 
+#: Neighbour cutoff (Å) of the charge-ordering rule: TM-TM in-plane neighbours sit at a = 2.87 Å and the six nearest
+#: Li-layer sites of a TM at 2.89 Å; the next shells are at 4.07 Å (Li layer) and 4.97 Å (TM), so 3.4 Å separates
+#: them with room for relaxed or thermally displaced frames.
+CHARGE_ORDER_CUTOFF = 3.4
+#: Li-layer sites next to a TM-layer site in the ideal layered lattice (3 above, 3 below).
+LI_LAYER_NEIGHBOURS = 6
+
+
+def oxidation_priority(atoms, cutoff: float = CHARGE_ORDER_CUTOFF) -> np.ndarray:
+    """Per-atom priority for oxidation (higher = oxidised first): empty Li-layer sites next to it minus Mn neighbours.
+
+    The charge-ordering rule of :func:`dft_ready` (and :func:`build_nmc`): holes go first to the Ni (then Co) with the
+    most Li vacancies among its six nearest Li-layer sites, which become Ni4+ first on delithiation (the vacancy
+    removes the Li+ next to it); and last to Ni next to Mn, which stay Ni2+ (Ni2+/Mn4+ pairs, the usual charge order
+    in Mn-containing layered oxides). Empty sites are counted as six minus the occupied Li-layer sites (Li or Ni_Li)
+    within ``cutoff``, so a frame without vacancy placeholders works (GA candidates, MD snapshots). Needs
+    ``arrays['sublattice']``.
+    """
+    from ase.neighborlist import neighbor_list
+
+    symbols = np.asarray(atoms.get_chemical_symbols())
+    sublattice = np.asarray(atoms.arrays['sublattice'])
+    i, j = neighbor_list('ij', atoms, cutoff)
+    occupied_li = np.bincount(i[sublattice[j] == 'li'], minlength=len(atoms))
+    mn = np.bincount(i[symbols[j] == 'Mn'], minlength=len(atoms))
+    empty = np.where(sublattice == 'tm', LI_LAYER_NEIGHBOURS - occupied_li, 0)
+    priority = (empty - mn).astype(float)
+    if 'site_index' in atoms.arrays:  # ties broken by lattice site, whatever the atom order in the frame
+        priority -= 1e-6 * np.argsort(np.argsort(np.asarray(atoms.arrays['site_index']), kind='stable'))
+    return priority
+
+
 def dft_ready(atoms, scheme: str = 'spin_only'):
     """Oxidation states and initial moments from the sublattice labels, so a DFT run of this frame starts magnetic.
 
     Why: frames that did not come from :func:`build_nmc` (GA candidates, MD snapshots) carry the sublattice labels but
-    no (or zero) moments; without this, pw.x/VASP would start spin-symmetric and converge non-magnetic. The same
-    deterministic rule as the builder (``rng=0``) is used, so the same frame always gets the same start. Modifies and
-    returns ``atoms``; a composition with no charge-balanced assignment keeps its moments unchanged.
+    no (or zero) moments; without this, pw.x/VASP would start spin-symmetric and converge non-magnetic. Which Ni carry
+    which charge decides which DFT+U local minimum the SCF lands in (~0.1 eV per cell), so the choice is a fixed,
+    documented charge order (:func:`oxidation_priority`: Ni4+ next to Li vacancies, Ni2+ next to Mn4+, ties by
+    ``site_index`` then atom order), the same in every run. Modifies and returns ``atoms``; a composition with no
+    charge-balanced assignment keeps its moments unchanged.
     """
+    sublattice = atoms.arrays.get('sublattice')
+    priority = oxidation_priority(atoms) if sublattice is not None else None
     try:
-        states = assign_oxidation_states(atoms.get_chemical_symbols(), atoms.arrays.get('sublattice'), rng=0)
+        states = assign_oxidation_states(atoms.get_chemical_symbols(), sublattice, rng=0, priority=priority)
     except ValueError:
         return atoms  # a composition with no charge-balanced assignment keeps its moments
     atoms.arrays['oxidation_state'] = states
@@ -549,7 +593,8 @@ def build_nmc(
     ``supercell``: target number of atoms (int), repeats (3-vector), a 3x3 matrix on the primitive cell, or an
     :class:`NmcLattice`. ``composition`` defaults to NMC811 (exact on multiples of 10 TM sites; otherwise the nearest
     counts with an :class:`NmcStructureWarning`). ``x_li`` in [0, 1] sets Li vacancies on the Li layer. ``seed``
-    fixes the random TM order, vacancy and antisite sites and which Ni are oxidised; ``None`` draws one and records
+    fixes the random TM order, vacancy and antisite sites (which Ni carry which charge then follows the charge order of
+    :func:`oxidation_priority`); ``None`` draws one and records
     it. ``tm_order`` (one symbol per TM site) replaces the random TM order. ``antisite_fraction`` is the fraction of
     Li-layer *sites* holding Ni (each swapped with a TM-layer Ni), placed before Li is removed, so it does not depend on
     ``x_li``. ``magnetic``: True / ``'spin_only'`` (default scheme, see module
@@ -568,7 +613,9 @@ def build_nmc(
     for note in notes:
         warnings.warn(note, NmcStructureWarning, stacklevel=2)
     atoms = lattice.to_atoms(occupancy)
-    states = assign_oxidation_states(atoms.get_chemical_symbols(), atoms.arrays['sublattice'], rng)
+    states = assign_oxidation_states(
+        atoms.get_chemical_symbols(), atoms.arrays['sublattice'], priority=oxidation_priority(atoms)
+    )  # the charge order of dft_ready, so a built structure and a relabelled frame of it start alike
     atoms.arrays['oxidation_state'] = states
     atoms.set_initial_magnetic_moments(initial_magnetic_moments(atoms.get_chemical_symbols(), states, scheme))
     atoms.info['nmcml'] = {

@@ -142,6 +142,7 @@ class GeneticSearch:
         self.n_classes = lattice.n_classes() if self.groups else 1.0
         per_ln_class = float(self.p['patience_per_ln_class'])
         self.patience_evaluations = int(np.ceil(per_ln_class * np.log(max(self.n_classes, 2.0))))
+        self.exhaustive_at = int(round(self.n_classes))  # every symmetry class evaluated: the minimum is known
 
     @property
     def n_evaluations(self) -> int:
@@ -205,7 +206,9 @@ class GeneticSearch:
     def _step(self, island: Island) -> None:
         pop = island.population
         nxt = {ind.key: ind for ind in pop[: int(self.p['elitism'])]}
-        while len(nxt) < len(pop) and self._budget_left():
+        for _ in range(20 * len(pop)):  # bounded: a tiny space may hold fewer new orderings than the population
+            if len(nxt) >= len(pop) or not self._budget_left():
+                break
             ind = self.evaluate(self._new_child(island, set(nxt)), island)
             nxt.setdefault(ind.key, ind)
         merged = {**{i.key: i for i in pop}, **nxt} if len(nxt) < len(pop) else nxt
@@ -240,6 +243,9 @@ class GeneticSearch:
                     island.seen = set()
                     self._seed_island(island)
             history.append(self._record(generation))
+            if self.n_evaluations >= self.exhaustive_at:
+                converged, reason = True, 'every ordering evaluated'
+                break
             quiet = self.n_evaluations - self.evaluations_to_best
             if self._agreeing() >= int(self.p['agree']) and quiet >= self.patience_evaluations:
                 converged, reason = True, 'islands agree'

@@ -1,8 +1,13 @@
 """``nmcml.search``: genetic search of low-energy orderings at several Li contents, optionally verified by DFT.
 
-One ``nmcml.ga`` per Li content, all submitted in one step (they run concurrently). With ``verify_with_dft``, the
-best ``n_verify`` candidates of every content go to ``nmcml.label`` in one batch, and the summary reports how the
-MLIP ranks them against DFT (per content: Spearman correlation and whether both agree on the lowest).
+One ``nmcml.ga`` per Li content, plus the end members x = 0 and x = 1 on the same cell with the same committee (they
+are what formation energies are measured against), all submitted in one step. The GA ranks orderings by the committee
+mean and reports the committee spread per candidate. ``hull`` (calcfunction :func:`convex_hull`) gives the formation
+energy per formula unit of every content's best ordering, E_f(x) = [E(x) - x E(1) - (1 - x) E(0)] / n_fu, its
+committee spread, and the lower convex hull. With ``verify_with_dft``, ``n_verify`` candidates per content, spread
+over the energy range the GA saw, go to ``nmcml.label`` in one batch; ``summary`` reports per content the MAE of the
+MLIP relative energies against DFT (meV per formula unit), the Spearman rank correlation and whether the DFT ground
+state is the model's.
 """
 
 from __future__ import annotations
@@ -32,6 +37,114 @@ def spearman(a, b) -> float | None:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def n_formula_units(params: dict) -> int:
+    """LiMO2 formula units of a GA cell: its number of TM-layer sites."""
+    return int(sum(params['composition']['tm'].values()))
+
+
+def li_fraction(params: dict) -> float:
+    """Actual Li per formula unit of a GA cell (Li on either layer over the Li-layer sites)."""
+    composition = params['composition']
+    n_li = sum(counts.get('Li', 0) for counts in composition.values())
+    return n_li / sum(composition['li'].values())
+
+
+def lower_hull(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points on the lower convex hull (monotone chain), sorted by x."""
+    order = sorted(range(len(points)), key=lambda i: points[i])
+    hull: list[int] = []
+    for i in order:
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2), (x3, y3) = points[hull[-2]], points[hull[-1]], points[i]
+            if (x2 - x1) * (y3 - y1) - (y2 - y1) * (x3 - x1) <= 1e-12:  # not a left turn: the middle point is above
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    return hull
+
+
+@calcfunction
+def convex_hull(**kwargs):
+    """Formation energies per formula unit against the end members (same model, same cell), and the lower hull.
+
+    E_f(x) = [E(x) - x E(1) - (1 - x) E(0)] / n_fu with E the committee-mean energy of the GA's best ordering. Its
+    committee spread is the standard deviation over members of the same expression with each member's energies. The
+    E0 offsets of the model cancel in this difference (same atoms on both sides), so E_f does not depend on them.
+    """
+    data = {key: params.get_dict() for key, params in kwargs.items()}
+    ends = {}
+    for params in data.values():
+        x = li_fraction(params)
+        if x in (0.0, 1.0):
+            ends[x] = params
+    if set(ends) != {0.0, 1.0}:
+        raise ValueError('convex_hull needs the GA results of both end members, x = 0 and x = 1')
+    n_fu = n_formula_units(ends[1.0])
+    e0, e1 = ends[0.0]['top'][0], ends[1.0]['top'][0]
+    rows = {}
+    for key, params in sorted(data.items()):
+        x, best = li_fraction(params), params['top'][0]
+        e_f = (best['energy'] - x * e1['energy'] - (1 - x) * e0['energy']) / n_fu
+        spread = None
+        if best.get('member_energies') and e0.get('member_energies') and e1.get('member_energies'):
+            members = [
+                (b - x * m1 - (1 - x) * m0) / n_fu
+                for b, m0, m1 in zip(best['member_energies'], e0['member_energies'], e1['member_energies'], strict=True)
+            ]
+            spread = float(np.std(members))
+        rows[key] = {
+            'x_li': x,
+            'formation_energy_eV_per_fu': float(e_f),
+            'formation_energy_spread_eV_per_fu': spread,
+            'energy_eV': best['energy'],
+            'canonical_key': best['canonical_key'],
+            'converged': params['converged'],
+        }
+    keys = list(rows)
+    points = [(rows[k]['x_li'], rows[k]['formation_energy_eV_per_fu']) for k in keys]
+    on_hull = {keys[i] for i in lower_hull(points)}
+    hull_x = [points[i][0] for i in lower_hull(points)]
+    hull_y = [points[i][1] for i in lower_hull(points)]
+    for key in keys:
+        x, y = rows[key]['x_li'], rows[key]['formation_energy_eV_per_fu']
+        rows[key]['above_hull_eV_per_fu'] = float(max(0.0, y - np.interp(x, hull_x, hull_y)))
+        rows[key]['on_hull'] = key in on_hull
+    return orm.Dict({'formula_units': n_fu, 'contents': rows, 'hull_x_li': hull_x, 'hull_eV_per_fu': hull_y})
+
+
+def verification_entry(params: dict, prefix: str, dft: dict) -> dict | None:
+    """MLIP vs DFT on the verified candidates of one content: relative energies per formula unit, MAE, ground state."""
+    pairs = []
+    for name, entries in (('span', params.get('spanning') or []), ('rank', params['top'])):
+        for t in entries:
+            key = f'{prefix}__{name}_{t["rank"]}'
+            if key in dft:
+                pairs.append((key, t['energy'], dft[key]))
+        if pairs:
+            break
+    if not pairs:
+        return None
+    n_fu = n_formula_units(params)
+    keys = [k for k, _, _ in pairs]
+    mlip = np.array([e for _, e, _ in pairs])
+    ref = np.array([e for _, _, e in pairs])
+    rel_mlip, rel_dft = (mlip - mlip.min()) / n_fu, (ref - ref.min()) / n_fu
+    # relative to each set's own mean: the MAE then does not depend on which candidate is the reference
+    centred = (mlip - mlip.mean() - (ref - ref.mean())) / n_fu
+    return {
+        'keys': keys,
+        'mlip_energy': mlip.tolist(),
+        'dft_energy': ref.tolist(),
+        'mlip_relative_meV_per_fu': (1000 * rel_mlip).tolist(),
+        'dft_relative_meV_per_fu': (1000 * rel_dft).tolist(),
+        'mae_relative_meV_per_fu': float(1000 * np.mean(np.abs(centred))),
+        'spearman': spearman(mlip.tolist(), ref.tolist()),
+        'dft_ground_state_is_mlip': bool(np.argmin(mlip) == np.argmin(ref)),
+        'same_lowest': bool(np.argmin(mlip) == np.argmin(ref)),
+    }
+
+
 @calcfunction
 def summarize_search(**kwargs):
     """Per Li content: best energies, evaluations, convergence; with DFT labels: the ranking MLIP vs DFT."""
@@ -47,21 +160,15 @@ def summarize_search(**kwargs):
         data = params.get_dict()
         entry = {
             'best_energy': data['best_energy'],
+            'best_spread': data.get('best_spread'),
             'evaluations': data['evaluations'],
             'converged': data['converged'],
             'top_energies': [t['energy'] for t in data['top']],
+            'top_spreads': [t.get('spread') for t in data['top']],
         }
-        verified = [(f'{key}__rank_{t["rank"]}', t['energy']) for t in data['top'] if f'{key}__rank_{t["rank"]}' in dft]
-        if verified:
-            mlip = [e for _, e in verified]
-            ref = [dft[k] for k, _ in verified]
-            entry['verification'] = {
-                'keys': [k for k, _ in verified],
-                'mlip_energy': mlip,
-                'dft_energy': ref,
-                'spearman': spearman(mlip, ref),
-                'same_lowest': bool(np.argmin(mlip) == np.argmin(ref)),
-            }
+        verification = verification_entry(data, key, dft)
+        if verification is not None:
+            entry['verification'] = verification
         summary[key] = entry
     return orm.Dict(summary)
 
@@ -78,7 +185,7 @@ def validate_inputs(inputs, _):
 
 
 class SearchWorkChain(ProtocolMixin, WorkChain):
-    """GA per Li content -> top candidates -> optional DFT verification."""
+    """GA per Li content and end members -> candidates, formation energies, hull -> optional DFT verification."""
 
     _protocol_filename = 'search.yaml'
 
@@ -104,8 +211,8 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
             'n_verify',
             valid_type=orm.Int,
             serializer=to_aiida_type,
-            default=lambda: orm.Int(2),
-            help='Candidates per Li content to verify with DFT.',
+            default=lambda: orm.Int(5),
+            help='Candidates per Li content to verify with DFT, spread over the energy range the GA saw.',
         )
         spec.expose_inputs(
             WorkflowFactory('nmcml.label'),
@@ -131,7 +238,18 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
             dynamic=True,
             help='Per Li content (key x0_5000 ...): rank_0 ... of its GA.',
         )
-        spec.output('summary', valid_type=orm.Dict, help='Energies, evaluations, convergence, MLIP-vs-DFT ranking.')
+        spec.output(
+            'summary',
+            valid_type=orm.Dict,
+            help='Per content: energies and committee spreads, evaluations, convergence; with DFT: MAE of relative '
+            'energies (meV/f.u.), Spearman rho, whether the DFT ground state is the MLIP one.',
+        )
+        spec.output(
+            'hull',
+            valid_type=orm.Dict,
+            help='Formation energy per formula unit (and its committee spread) of each content against the x=0 and '
+            'x=1 end members from the same model and cell; the lower convex hull and the distance above it.',
+        )
         spec.output('labelled', valid_type=orm.Data, required=False, help='DFT-labelled candidates (TrainingSet).')
         exit_codes.declare(spec, 'ERROR_GA_FAILED', 'ERROR_VERIFICATION_FAILED')  # docs/dev/exit_codes.md
 
@@ -167,12 +285,22 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
                 builder.label[key] = label[key]
         return builder
 
+    def searched_contents(self) -> list[float]:
+        """The requested Li contents plus the end members 0 and 1 (formation energies need them), each once."""
+        contents = [float(x) for x in self.inputs.li_contents.get_list()]
+        keys = {content_key(x) for x in contents}
+        return contents + [x for x in (1.0, 0.0) if content_key(x) not in keys]
+
     def run_searches(self):
         children = {}
         lattice = self.inputs.lattice.get_dict()
-        for x_li in self.inputs.li_contents.get_list():
+        parameters = self.inputs.ga.parameters.get_dict()
+        if self.inputs.verify_with_dft.value:  # the GA also returns n_verify orderings spread over its energy range
+            parameters['spanning_k'] = max(int(parameters.get('spanning_k') or 0), self.inputs.n_verify.value)
+        for x_li in self.searched_contents():
             inputs = self.exposed_inputs(GaCalculation, namespace='ga')
             inputs['lattice'] = orm.Dict({**lattice, 'x_li': float(x_li)})
+            inputs['parameters'] = orm.Dict(parameters)
             inputs['metadata'] = {**inputs.get('metadata', {}), 'call_link_label': f'ga_{content_key(float(x_li))}'}
             node = self.submit(GaCalculation, **inputs)
             self.report(f'submitted GaCalculation<{node.pk}> for x_li={x_li}')
@@ -181,7 +309,8 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
 
     def inspect_searches(self):
         self.ctx.content_keys = [content_key(float(x)) for x in self.inputs.li_contents.get_list()]
-        for key, x_li in zip(self.ctx.content_keys, self.inputs.li_contents.get_list(), strict=True):
+        self.ctx.all_keys = [content_key(x) for x in self.searched_contents()]
+        for key, x_li in zip(self.ctx.all_keys, self.searched_contents(), strict=True):
             node = self.ctx[f'ga_{key}']
             not_converged = node.exit_status == GaCalculation.exit_codes.ERROR_GA_NOT_CONVERGED.status
             if not (node.is_finished_ok or not_converged) or 'candidates' not in node.outputs:
@@ -190,6 +319,9 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
                 self.report(f'x_li={x_li}: GA not converged; its candidates are used anyway')
             for rank, structure in node.outputs.candidates.items():
                 self.out(f'candidates.{key}.{rank}', structure)
+        self.out(
+            'hull', convex_hull(**{key: self.ctx[f'ga_{key}'].outputs.output_parameters for key in self.ctx.all_keys})
+        )
         return None
 
     def should_verify(self):
@@ -197,10 +329,11 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
 
     def run_verification(self):
         structures = {}
-        for key in self.ctx.content_keys:
-            candidates = self.ctx[f'ga_{key}'].outputs.candidates
-            for rank in sorted(candidates, key=lambda r: int(r.split('_')[1]))[: self.inputs.n_verify.value]:
-                structures[f'{key}__{rank}'] = candidates[rank]
+        for key in self.ctx.content_keys:  # n_verify orderings spread over the energy range (the lowest first)
+            outputs = self.ctx[f'ga_{key}'].outputs
+            candidates = outputs.spanning if 'spanning' in outputs else outputs.candidates
+            for name in sorted(candidates, key=lambda r: int(r.split('_')[1]))[: self.inputs.n_verify.value]:
+                structures[f'{key}__{name}'] = candidates[name]
         inputs = self.exposed_inputs(WorkflowFactory('nmcml.label'), namespace='label')
         inputs['structures'] = structures
         node = self.submit(WorkflowFactory('nmcml.label'), **inputs)

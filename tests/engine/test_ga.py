@@ -170,6 +170,18 @@ def test_stopping_rule_without_a_target():
     assert lat.n_classes() > 2000 > SMALL.n_classes()
 
 
+def test_small_space_stops_when_every_ordering_is_evaluated():
+    """An end member (x = 1, only TM orderings) can hold fewer symmetry classes than the patience: the GA stops,
+    converged, once every class is evaluated, and a lattice with a single ordering needs one evaluation."""
+    lat = make_lattice(40, 1.0, {'Ni': 0.8, 'Mn': 0.1, 'Co': 0.1})
+    result = ga.GeneticSearch(lat, PairFitness(lat), {'islands': 2, 'agree': 1, 'population_size': 4}).run()
+    assert result.converged and result.stop_reason == 'every ordering evaluated'
+    assert len(result.evaluated) == lat.n_classes() == 5
+    single = make_lattice(40, 1.0, {'Ni': 1.0})
+    result = ga.GeneticSearch(single, PairFitness(single), {}).run()
+    assert result.converged and len(result.evaluated) == 1
+
+
 def test_burnside_class_count_matches_enumeration():
     lat = make_lattice((2, 2, 2), 0.5, {'Ni': 0.75, 'Mn': 0.125, 'Co': 0.125})
     keys = {lat.canonical_key(occ) for occ in enumerate_occupancies(lat)}
