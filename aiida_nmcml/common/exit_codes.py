@@ -189,8 +189,8 @@ _ENTRIES = (
     ),
     ExitCodeEntry(
         550, 'ERROR_KILLED_WITHOUT_CHECKPOINT',
-        'The MD was killed (walltime or no status file) before it wrote a checkpoint, so it cannot continue: lower '
-        'checkpoint_stride or raise metadata.options.max_wallclock_seconds.',
+        'The MD was killed (walltime or no status file) before it wrote a (new) checkpoint, so a restart cannot get '
+        'further: lower checkpoint_stride or raise metadata.options.max_wallclock_seconds.',
         ('nmcml.md.base',),
     ),
     # --- 7xx: stopped / not converged, outputs usable -----------------------------------------------------------

@@ -5,7 +5,8 @@ Handlers, highest priority first (docs/restarts.md):
 * device unavailable (210): stop with 210; no silent CPU fallback (shared base).
 * killed: scheduler walltime (120), or no status file at all (310) with a checkpoint in ``retrieved``: continue from
   the parent folder (trajectory, logs and checkpoint copied; the engine cuts records newer than the checkpoint) with
-  the same target ``steps``. Killed before the first checkpoint: stop with 550 (lower ``checkpoint_stride``).
+  the same target ``steps``. Killed before the first checkpoint, or without a new one since the last restart: stop
+  with 550 (lower ``checkpoint_stride`` or raise the walltime).
 * stop rule (710-712) or non-finite positions/forces (440): finish with that status *and* the child's outputs
   exposed, so active learning harvests the frames and candidates of a run that left the model's domain.
 * out of memory (410): the documented fallback, one step per restart: ``committee_dtype: float32``; then half the
@@ -16,6 +17,7 @@ The MD protocols (``md.yaml``) belong to this work chain, not to the calcjob.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 from aiida import orm
@@ -77,11 +79,17 @@ class MdBaseWorkChain(ProtocolMixin, NmcmlBaseRestartWorkChain):
         return builder
 
     @staticmethod
-    def has_checkpoint(node) -> bool:
-        """Whether the killed run wrote a checkpoint (retrieved with the other outputs; the parser reads nothing)."""
+    def checkpoint_digest(node) -> str | None:
+        """sha256 of the checkpoint the killed run left in ``retrieved``, or None when it wrote none."""
         if 'retrieved' not in node.outputs:
-            return False
-        return md_io.CHECKPOINT in node.outputs.retrieved.base.repository.list_object_names()
+            return None
+        retrieved = node.outputs.retrieved
+        if md_io.CHECKPOINT not in retrieved.base.repository.list_object_names():
+            return None
+        return hashlib.sha256(retrieved.base.repository.get_object_content(md_io.CHECKPOINT, mode='rb')).hexdigest()
+
+    def has_checkpoint(self, node) -> bool:
+        return self.checkpoint_digest(node) is not None
 
     def continue_from(self, node) -> None:
         """Next iteration continues ``node`` from its work directory; ``steps`` stays the target of the whole run."""
@@ -94,9 +102,12 @@ class MdBaseWorkChain(ProtocolMixin, NmcmlBaseRestartWorkChain):
         missing_status = exit_codes.TABLE['ERROR_MISSING_STATUS_FILE'].status
         if node.exit_status not in (SCHEDULER_WALLTIME, missing_status):
             return None
-        if not self.has_checkpoint(node):
-            self.report(f'{node.process_label}<{node.pk}> was killed before it wrote a checkpoint')
+        digest = self.checkpoint_digest(node)
+        if digest is None or digest == self.ctx.get('last_checkpoint'):
+            # no checkpoint, or the same one as the run before: another restart would be killed at the same place
+            self.report(f'{node.process_label}<{node.pk}> was killed before it wrote a (new) checkpoint')
             return ProcessHandlerReport(True, self.exit_codes.ERROR_KILLED_WITHOUT_CHECKPOINT)
+        self.ctx.last_checkpoint = digest
         self.continue_from(node)
         self.report_error_handled(node, 'continuing from its checkpoint in the parent folder, same target steps')
         return ProcessHandlerReport(True)

@@ -12,7 +12,6 @@ import itertools
 
 import pytest
 from aiida import orm
-from aiida.engine import ProcessHandlerReport
 
 from aiida_nmcml.calculations.md import MdCalculation
 from aiida_nmcml.workflows.md_base import MdBaseWorkChain
@@ -64,12 +63,19 @@ def process_with_child(generate_workchain, generate_calc_job_node, attach_failed
 def test_killed_with_checkpoint_continues_from_parent_folder(process_with_child, status):
     """No status file (310) or scheduler walltime (120), checkpoint retrieved: same target steps, parent folder set."""
     process, child = process_with_child(exit_status=status, case='killed')
-    report = process.handle_killed(child)
-    assert isinstance(report, ProcessHandlerReport) and report.exit_code.status == 0
+    assert process.inspect_process().status == 0  # restart
     assert process.ctx.inputs.parent_folder.uuid == child.outputs.remote_folder.uuid
     assert process.ctx.inputs.parameters['steps'] == 500
-    assert process.inspect_process().status == 0
     assert process.should_run_process()
+
+
+def test_killed_again_without_progress_stops(process_with_child, generate_calc_job_node, attach_failed_child):
+    """The next run was killed with the very same checkpoint (no progress): a third run would fail the same way."""
+    process, child = process_with_child(exit_status=120, case='killed')
+    assert process.inspect_process().status == 0
+    again = attach_failed_child(process, generate_calc_job_node('nmcml.md', case='killed', exit_status=120))
+    assert process.handle_killed(again).exit_code.status == 550
+    assert process.ctx.inputs.parent_folder.uuid == child.outputs.remote_folder.uuid  # unchanged
 
 
 def test_killed_before_first_checkpoint_stops_with_its_code(process_with_child):
