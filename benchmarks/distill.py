@@ -120,25 +120,22 @@ def relax(atoms, calc, fmax: float = 0.05, steps: int = 150):
     return atoms, bool(converged), opt.nsteps
 
 
-def lattice(student, teacher, x_values=(1.0, 0.5), steps: int = 100) -> dict:
+def lattice_start(x: float):
     from aiida_nmcml.structures import build_nmc
 
-    result = {}
-    for x in x_values:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            start = build_nmc(40, x_li=x, seed=3, magnetic=False)
-        start.info['supercell_matrix'] = start.info['nmcml']['supercell_matrix']
-        row = {}
-        for name, calc in (('teacher', teacher), ('student', student)):
-            t0 = time.time()
-            relaxed, converged, nsteps = relax(start, calc, steps=steps)
-            a, c = hexagonal_a_c(relaxed)
-            row[name] = {'a': a, 'c': c, 'converged': converged, 'steps': nsteps, 'wall_s': time.time() - t0}
-        row['a_error_pct'] = 100 * (row['student']['a'] - row['teacher']['a']) / row['teacher']['a']
-        row['c_error_pct'] = 100 * (row['student']['c'] - row['teacher']['c']) / row['teacher']['c']
-        result[f'x={x}'] = row
-    return result
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        start = build_nmc(40, x_li=x, seed=3, magnetic=False)
+    start.info['supercell_matrix'] = start.info['nmcml']['supercell_matrix']
+    return start
+
+
+def relaxed_lattice(calc, x: float, steps: int) -> dict:
+    """a, c of the 40-atom NMC811 cell at ``x`` relaxed by ``calc`` from the same unrelaxed start."""
+    t0 = time.time()
+    relaxed, converged, nsteps = relax(lattice_start(x), calc, steps=steps)
+    a, c = hexagonal_a_c(relaxed)
+    return {'a': a, 'c': c, 'converged': converged, 'steps': nsteps, 'wall_s': time.time() - t0}
 
 
 def nvt(calc, atoms, steps: int, temperature: float = 1000.0, seed: int = 0, record_every: int = 10) -> dict:
@@ -178,7 +175,8 @@ def nvt(calc, atoms, steps: int, temperature: float = 1000.0, seed: int = 0, rec
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--model', required=True, help='.model file or MaceModel pk/uuid (distilled foundation)')
+    parser.add_argument('--model', help='.model file or MaceModel pk/uuid (distilled foundation); none: teacher only')
+    parser.add_argument('--teacher-cache', help='folder keeping the teacher-side results between runs')
     parser.add_argument('--seed', type=int, default=1000, help='sampling seed of the held-out frames')
     parser.add_argument('--md-steps', type=int, default=2000, help='student NVT steps at 1000 K (1 fs)')
     parser.add_argument('--md-atoms', type=int, default=120)
@@ -199,20 +197,63 @@ def main(argv=None) -> int:
     return 0
 
 
-def measure(args) -> dict:
+def teacher_side(args) -> dict:
+    """Everything that needs only the teacher, cached in ``--teacher-cache`` (it does not depend on the student)."""
+    from ase.io import read, write
 
     from aiida_nmcml.engine.teacher import load_teacher
+
+    key = f'seed{args.seed}-f{args.frames_per_x}-md{args.held_out_md_steps}-r{args.relax_steps}-a{args.md_atoms}'
+    key += f'-t{args.teacher_md_steps}'
+    cache = pathlib.Path(args.teacher_cache) / key if args.teacher_cache else None
+    if cache is not None and (cache / 'teacher.json').is_file():
+        data = json.loads((cache / 'teacher.json').read_text())
+        data['static'] = read(cache / 'static.xyz', index=':')
+        data['thermal'] = read(cache / 'thermal.xyz', index=':')
+        data['from_cache'] = str(cache)
+        return data
+    teacher, identity = load_teacher('chgnet', 'cpu')
+    data = {'identity': identity, 'load_average_start': os.getloadavg()}
+    t0 = time.time()
+    data['static'], data['thermal'] = held_out_frames(
+        teacher, identity, args.seed, args.held_out_md_steps, args.frames_per_x
+    )
+    data['held_out_labelling_s'] = time.time() - t0
+    data['lattice'] = (
+        {} if args.skip_lattice else {f'x={x}': relaxed_lattice(teacher, x, args.relax_steps) for x in (1.0, 0.5)}
+    )
+    data['md_speed'] = nvt(teacher, md_cell(args.md_atoms), args.teacher_md_steps, record_every=5)
+    data['load_average_end'] = os.getloadavg()
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        write(cache / 'static.xyz', data['static'])
+        write(cache / 'thermal.xyz', data['thermal'])
+        plain = {k: v for k, v in data.items() if k not in ('static', 'thermal')}
+        (cache / 'teacher.json').write_text(json.dumps(plain, indent=1))
+    return data
+
+
+def md_cell(natoms: int):
     from aiida_nmcml.structures import build_nmc
 
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return build_nmc(natoms, x_li=1.0, seed=0, magnetic=False)
+
+
+def measure(args) -> dict:
     report = {'machine': {'cpus': os.cpu_count(), 'omp_threads': os.environ.get('OMP_NUM_THREADS')}}
     report['machine']['load_average_start'] = os.getloadavg()
-    teacher, identity = load_teacher('chgnet', 'cpu')
+    ref = teacher_side(args)
+    report['teacher'] = ref['identity']
+    report['teacher_side'] = {
+        k: ref.get(k) for k in ('held_out_labelling_s', 'load_average_start', 'load_average_end', 'from_cache')
+    }
+    if not args.model:
+        return report
     student, path = load_student(args.model)
-    report['teacher'] = identity
     report['student'] = {'file': path}
-    t0 = time.time()
-    static, thermal = held_out_frames(teacher, identity, args.seed, args.held_out_md_steps, args.frames_per_x)
-    report['held_out_labelling_s'] = time.time() - t0
+    static, thermal = ref['static'], ref['thermal']
     report['held_out'] = {
         'all': errors(student, static + thermal),
         'static': errors(student, static),
@@ -222,12 +263,14 @@ def measure(args) -> dict:
         subset = [a for a in static if a.info.get('x_li') == x]
         report['held_out'][f'x={x}'] = errors(student, subset)
     if not args.skip_lattice:
-        report['lattice'] = lattice(student, teacher, steps=args.relax_steps)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        cell = build_nmc(args.md_atoms, x_li=1.0, seed=0, magnetic=False)
-    report['md_1000K_student'] = nvt(student, cell, args.md_steps)
-    report['md_1000K_teacher_speed'] = nvt(teacher, cell, args.teacher_md_steps, record_every=5)
+        report['lattice'] = {}
+        for x in (1.0, 0.5):
+            row = {'teacher': ref['lattice'][f'x={x}'], 'student': relaxed_lattice(student, x, args.relax_steps)}
+            row['a_error_pct'] = 100 * (row['student']['a'] - row['teacher']['a']) / row['teacher']['a']
+            row['c_error_pct'] = 100 * (row['student']['c'] - row['teacher']['c']) / row['teacher']['c']
+            report['lattice'][f'x={x}'] = row
+    report['md_1000K_student'] = nvt(student, md_cell(args.md_atoms), args.md_steps)
+    report['md_1000K_teacher_speed'] = ref['md_speed']
     report['speedup_student_over_teacher'] = (
         report['md_1000K_student']['atom_steps_per_s'] / report['md_1000K_teacher_speed']['atom_steps_per_s']
     )
