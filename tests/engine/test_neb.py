@@ -213,3 +213,17 @@ def test_hop_builder_environment_choice():
         assert hop.info['nearest_tm_to_transition_point'][0] == env
     with pytest.raises(ValueError, match='unknown hop kind'):
         build_hop('dumbbell')
+
+
+def test_warning_when_an_image_lies_below_the_end_points():
+    """End points that are not minima (here: unrelaxed, on the slopes outside both wells) give a path that dips below
+    them; the summary says the barrier is not meaningful instead of reporting it silently."""
+    initial, final = _ends()
+    initial.positions[0, 0] = -0.6
+    final.positions[0, 0] = PERIOD + 0.6
+    _, summary = neb.run_neb(
+        initial, final, CosinePotential(), {'n_images': 5, 'fmax': 0.05, 'relax_endpoints': False, 'max_steps': 50}
+    )
+    assert any('below the lower end point' in w for w in summary['warnings'])
+    _, relaxed = neb.run_neb(initial, final, CosinePotential(), {'n_images': 5, 'fmax': 0.01, 'max_steps': 50})
+    assert relaxed['warnings'] == []
