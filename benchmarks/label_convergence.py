@@ -80,7 +80,36 @@ def label(codes, structure, protocol: str, overrides: dict) -> dict:
         'scf_iterations': parameters.get('scf_iterations'),
         'wall_s': round(wall, 1),
         'pw_wall_s': round(float(parameters['wall_time_seconds']), 1),
+        'pw_cpu_s': pw_cpu_seconds(calc),
+        'calculation_uuid': calc.uuid,
     }
+
+
+def pw_cpu_seconds(calc) -> float | None:
+    """CPU seconds pw.x reports (``PWSCF : 1m31.20s CPU``): on a loaded machine the wall time says little."""
+    import re
+
+    text = calc.outputs.retrieved.base.repository.get_object_content('aiida.out')
+    match = re.search(r'PWSCF\s*:\s*(?:(\d+)h\s*)?(?:(\d+)m\s*)?([\d.]+)s CPU', text)
+    if match is None:
+        return None
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return round(3600 * hours + 60 * minutes + seconds, 1)
+
+
+def cpu_of_energy(energy: float) -> float | None:
+    """pw.x CPU seconds of the PwCalculation (in this profile) whose energy is ``energy`` (rows reused from a run that
+    did not record them)."""
+    from aiida import orm
+
+    query = orm.QueryBuilder().append(orm.CalcJobNode, tag='calc', project='*', filters={'attributes.exit_status': 0})
+    query.append(
+        orm.Dict, with_incoming='calc', edge_filters={'label': 'output_parameters'}, project='attributes.energy'
+    )
+    for calc, value in query.iterall():
+        if value is not None and abs(float(value) - energy) < 1e-6:
+            return pw_cpu_seconds(calc)
+    return None
 
 
 def errors(row: dict, reference: dict) -> dict:
@@ -100,12 +129,19 @@ def errors(row: dict, reference: dict) -> dict:
 
 def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--protocols', nargs='+', default=['plumbing', 'demo', 'fast'])
+    parser.add_argument('--protocols', nargs='*', default=['plumbing', 'demo', 'fast'])
     parser.add_argument('--cells', nargs='+', default=list(CELLS), choices=list(CELLS))
     parser.add_argument('--reference-k', type=float, default=0.45, help='k-point distance (Å^-1) of the reference')
     parser.add_argument('--reference-cutoff-scale', type=float, default=1.2)
     parser.add_argument('--reference-protocol', default=None, help='use this protocol as the reference')
+    parser.add_argument('--reference-base', default='moderate', help='protocol the reference overrides apply to')
+    parser.add_argument(
+        '--reference-overrides', default=None, help='JSON label overrides of the reference (replace the defaults)'
+    )
     parser.add_argument('--reuse', default=None, help='JSON of an earlier run: reuse its labels (same cell+protocol)')
+    parser.add_argument(
+        '--reuse-reference', action='store_true', help="also reuse the earlier run's reference (same settings)"
+    )
     parser.add_argument('--profile', default=None)
     parser.add_argument('--json', default=None, help='also write the result here (updated after every label)')
     args = parser.parse_args()
@@ -128,11 +164,15 @@ def main() -> dict:
             'options': {'resources': {'num_machines': 1, 'num_mpiprocs_per_machine': 1}},
         }
     }
+    if args.reference_overrides:
+        reference_overrides = json.loads(args.reference_overrides)
     result = {
         'cell': 'LiNiO2-type 8-site cell (the demo cells): x=1 Li2Ni2O4, x=0.5 LiNi2O4; rattled 0.05 Å',
         'dft': 'pw.x 6.7, PBEsol+U (Ni 6.2 eV), offline pslibrary US family, 1 MPI rank',
         'reference': {'protocol': args.reference_protocol}
         if args.reference_protocol
+        else {'base': args.reference_base, 'overrides': reference_overrides}
+        if args.reference_overrides
         else {
             'cutoff_scale': args.reference_cutoff_scale,
             'kpoints_distance': args.reference_k,
@@ -156,10 +196,14 @@ def main() -> dict:
             previous = json.load(handle).get('raw', {})
     reused = result.setdefault('reused_from_earlier_run', [])
 
-    def run(key, structure, protocol, overrides):
-        if protocol in previous.get(key, {}) and 'failed' not in previous[key][protocol] and not overrides:
-            reused.append(f'{key}/{protocol}')
-            return previous[key][protocol]
+    def run(key, structure, protocol, overrides, name=None):
+        name = name or protocol
+        row = previous.get(key, {}).get(name)
+        if row and 'failed' not in row and (not overrides or args.reuse_reference):
+            reused.append(f'{key}/{name}')
+            if row.get('pw_cpu_s') is None:  # rows of an earlier version of this script: find the calculation
+                row = {**row, 'pw_cpu_s': cpu_of_energy(row['energy'])}
+            return row
         return label(codes, structure, protocol, overrides)
 
     with disable_caching():
@@ -173,28 +217,21 @@ def main() -> dict:
             if args.reference_protocol:
                 raw['reference'] = raw.get(args.reference_protocol) or run(key, structure, args.reference_protocol, {})
             else:
-                raw['reference'] = label(codes, structure, 'moderate', reference_overrides)
+                raw['reference'] = run(key, structure, args.reference_base, reference_overrides, 'reference')
             for protocol in args.protocols:
                 row = raw[protocol]
                 result['rows'].setdefault(protocol, {})[key] = {
                     **errors(row, raw['reference']),
                     **{k: row.get(k) for k in ('kpoints_mesh', 'ecutwfc', 'ecutrho', 'smearing', 'wall_s')},
                     'pw_wall_s': row.get('pw_wall_s'),
+                    'pw_cpu_s': row.get('pw_cpu_s'),
                     'total_magnetization': row.get('total_magnetization'),
                     **({'failed': row['failed']} if 'failed' in row else {}),
                 }
-            result['rows'].setdefault('reference', {})[key] = {
-                k: raw['reference'].get(k)
-                for k in (
-                    'kpoints_mesh',
-                    'ecutwfc',
-                    'ecutrho',
-                    'smearing',
-                    'wall_s',
-                    'pw_wall_s',
-                    'total_magnetization',
-                )
-            }
+            described = ('kpoints_mesh', 'ecutwfc', 'ecutrho', 'smearing', 'wall_s', 'pw_wall_s', 'pw_cpu_s')
+            reference_row = {k: raw['reference'].get(k) for k in described}
+            reference_row['total_magnetization'] = raw['reference'].get('total_magnetization')
+            result['rows'].setdefault('reference', {})[key] = reference_row
             dump()
     result['load_average_at_end'] = list(os.getloadavg())
     summary = {k: v for k, v in result.items() if k != 'raw'}
