@@ -12,7 +12,7 @@ The GA protocols (``ga.yaml``) belong to this work chain, not to the calcjob.
 from __future__ import annotations
 
 from aiida import orm
-from aiida.engine import ProcessHandlerReport, process_handler, while_
+from aiida.engine import ProcessHandlerReport, process_handler
 
 from ..calculations.ga import GaCalculation
 from ..common import exit_codes
@@ -27,15 +27,6 @@ class GaBaseWorkChain(ProtocolMixin, NmcmlBaseRestartWorkChain):
     _namespace = 'ga'
     _protocol_filename = 'ga.yaml'
     _handled_labels = ('ERROR_GA_NOT_CONVERGED', 'ERROR_OUT_OF_MEMORY')
-
-    @classmethod
-    def define(cls, spec):
-        super().define(spec)
-        spec.outline(
-            cls.setup,
-            while_(cls.should_run_process)(cls.run_process, cls.inspect_process),
-            cls.results,
-        )
 
     @classmethod
     def get_builder_from_protocol(cls, code, lattice, models=None, protocol=None, overrides=None):
@@ -56,10 +47,7 @@ class GaBaseWorkChain(ProtocolMixin, NmcmlBaseRestartWorkChain):
         """Not converged: the candidates are usable; finish with 720 and expose them."""
         if node.exit_status != exit_codes.TABLE['ERROR_GA_NOT_CONVERGED'].status:
             return None
-        self.ctx.is_finished = True
-        self._attach_outputs(node)
-        self.report(f'{node.process_label}<{node.pk}> did not converge; its candidates are exposed')
-        return ProcessHandlerReport(True, self.child_exit_code(node))
+        return self.finish_with_outputs(node, 'did not converge')
 
     @process_handler(priority=400)
     def handle_out_of_memory(self, node):

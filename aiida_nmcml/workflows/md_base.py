@@ -21,7 +21,7 @@ import hashlib
 import math
 
 from aiida import orm
-from aiida.engine import ProcessHandlerReport, process_handler, while_
+from aiida.engine import ProcessHandlerReport, process_handler
 
 from ..calculations.md import STOP_EXIT_LABELS, MdCalculation
 from ..common import exit_codes
@@ -45,11 +45,6 @@ class MdBaseWorkChain(ProtocolMixin, NmcmlBaseRestartWorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.outline(
-            cls.setup,
-            while_(cls.should_run_process)(cls.run_process, cls.inspect_process),
-            cls.results,
-        )
         exit_codes.declare(spec, 'ERROR_KILLED_WITHOUT_CHECKPOINT')
 
     @classmethod
@@ -117,10 +112,7 @@ class MdBaseWorkChain(ProtocolMixin, NmcmlBaseRestartWorkChain):
         """A stop rule (or the non-finite guard) fired: finish with its status, the frames so far as outputs."""
         if node.exit_status not in {exit_codes.TABLE[label].status for label in FINISH_WITH_OUTPUTS}:
             return None
-        self.ctx.is_finished = True
-        self._attach_outputs(node)
-        self.report(f'{node.process_label}<{node.pk}> stopped by a rule; its outputs are exposed: {node.exit_message}')
-        return ProcessHandlerReport(True, self.child_exit_code(node))
+        return self.finish_with_outputs(node, 'stopped early')
 
     @process_handler(priority=400)
     def handle_out_of_memory(self, node):

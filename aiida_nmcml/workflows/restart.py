@@ -10,7 +10,7 @@ edited dict as a new ``Dict`` node (the edit is in the provenance graph, as in a
 from __future__ import annotations
 
 from aiida.common import AttributeDict
-from aiida.engine import BaseRestartWorkChain, ExitCode, ProcessHandlerReport, process_handler
+from aiida.engine import BaseRestartWorkChain, ExitCode, ProcessHandlerReport, process_handler, while_
 
 from ..common import exit_codes
 
@@ -30,6 +30,11 @@ class NmcmlBaseRestartWorkChain(BaseRestartWorkChain):
         super().define(spec)
         spec.expose_inputs(cls._process_class, namespace=cls._namespace)
         spec.expose_outputs(cls._process_class)
+        spec.outline(
+            cls.setup,
+            while_(cls.should_run_process)(cls.run_process, cls.inspect_process),
+            cls.results,
+        )
         # The child's exit codes, with the child's numbers (the table's), so the work chain can pass them on.
         for label, code in cls._process_class.exit_codes.items():
             if code.status >= 200 and label in exit_codes.TABLE:
@@ -57,6 +62,14 @@ class NmcmlBaseRestartWorkChain(BaseRestartWorkChain):
     def child_exit_code(node) -> ExitCode:
         """The child's exit code, with its formatted message: the work chain declares the same number."""
         return ExitCode(node.exit_status, node.exit_message or '')
+
+    def finish_with_outputs(self, node, why: str) -> ProcessHandlerReport:
+        """End with the child's (7xx / usable) status *and* its outputs exposed: a stopped MD's frames, a GA's
+        candidates. ``inspect_process`` returns the report's code once ``ctx.is_finished`` is set."""
+        self.ctx.is_finished = True
+        self._attach_outputs(node)
+        self.report(f'{node.process_label}<{node.pk}> {why}; its outputs are exposed: {node.exit_message}')
+        return ProcessHandlerReport(True, self.child_exit_code(node))
 
     @process_handler(priority=900)
     def handle_device_unavailable(self, node):

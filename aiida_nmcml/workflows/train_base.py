@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ProcessHandlerReport, process_handler, while_
+from aiida.engine import ProcessHandlerReport, process_handler
 
 from ..calculations.train import DEFAULT_PARAMETERS, MaceTrainCalculation
 from ..common import exit_codes
@@ -39,15 +39,6 @@ class MaceTrainBaseWorkChain(ProtocolMixin, NmcmlBaseRestartWorkChain):
 
     #: handler factors (aiida-qe style): tune by subclassing, not by editing the handlers
     defaults = AttributeDict({'lr_factor': 0.1, 'max_nan_restarts': 2, 'batch_factor': 0.5})
-
-    @classmethod
-    def define(cls, spec):
-        super().define(spec)
-        spec.outline(
-            cls.setup,
-            while_(cls.should_run_process)(cls.run_process, cls.inspect_process),
-            cls.results,
-        )
 
     @classmethod
     def get_protocol_inputs(cls, protocol: str | None = None, overrides: dict | None = None) -> dict:
