@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiida import orm
 
+from ..common import exit_codes
 from ..common.schema import Field, Section, port_validator
 from ..data.trainingset import TrainingSet
 from ..engine.teacher import (
@@ -67,12 +68,7 @@ class TeacherLabelCalculation(EngineCalculation):
         spec.output('teacher_identity', valid_type=orm.Dict, help='Teacher name, versions and weights sha256.')
         spec.output('summary', valid_type=orm.Dict, help='Counts, dropped frames and timings.')
         spec.default_output_node = 'summary'
-        spec.exit_code(
-            320,
-            'ERROR_TEACHER_UNAVAILABLE',
-            message='The teacher is not installed on the computer: {message}',
-        )
-        spec.exit_code(321, 'ERROR_MIXED_LABELS', message='The labelled frames could not form a TrainingSet: {message}')
+        exit_codes.declare(spec, 'ERROR_TEACHER_UNAVAILABLE', 'ERROR_MIXED_LABELS')  # docs/dev/exit_codes.md
 
     @staticmethod
     def validate_inputs(inputs, ctx):

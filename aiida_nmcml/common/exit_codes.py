@@ -103,7 +103,8 @@ _ENTRIES = (
         engine_status='restart_files_missing', engine_exit=8,
     ),
     ExitCodeEntry(
-        230, 'ERROR_TEACHER_UNAVAILABLE', 'The teacher model cannot be loaded: {message}', ('aiida-nmcml-engine',),
+        230, 'ERROR_TEACHER_UNAVAILABLE', 'The teacher is not installed on the computer: {message}',
+        ('nmcml.teacher.label',),
         engine_status='teacher_unavailable', engine_exit=9,
     ),
     # --- 3xx: output missing or corrupt (unrecoverable) ----------------------------------------------------------
@@ -130,6 +131,10 @@ _ENTRIES = (
     ExitCodeEntry(
         321, 'ERROR_MODEL_CORRUPT', 'A model file could not be loaded: {message}', ENGINE,
         engine_status='model_corrupt', engine_exit=4,
+    ),
+    ExitCodeEntry(
+        330, 'ERROR_MIXED_LABELS', 'The labelled frames could not form a TrainingSet: {message}',
+        ('nmcml.teacher.label',),
     ),
     ExitCodeEntry(350, 'ERROR_TRAINING_FAILED', 'mace_run_train produced no model: {detail}', TRAIN),
     ExitCodeEntry(
@@ -193,6 +198,13 @@ _ENTRIES = (
         'further: lower checkpoint_stride or raise metadata.options.max_wallclock_seconds.',
         ('nmcml.md.base',),
     ),
+    ExitCodeEntry(560, 'ERROR_LABELLING_FAILED', 'Teacher labelling failed: {message}', ('nmcml.distill',)),
+    ExitCodeEntry(
+        561, 'ERROR_TOO_FEW_FRAMES',
+        'Only {n} frames survived labelling (at least 4 needed): raise the sample sizes or max_force.',
+        ('nmcml.distill',),
+    ),
+    ExitCodeEntry(562, 'ERROR_STUDENT_TRAINING_FAILED', 'MACE training failed: {message}', ('nmcml.distill',)),
     # --- 7xx: stopped / not converged, outputs usable -----------------------------------------------------------
     ExitCodeEntry(
         710, 'ERROR_UNCERTAINTY_EXCEEDED', 'Stopped: {message}', ('nmcml.md', 'nmcml.md.base'),

@@ -27,12 +27,13 @@ from aiida.engine import ToContext, WorkChain, calcfunction
 
 from ..calculations.teacher import TeacherLabelCalculation
 from ..calculations.train import MaceTrainCalculation
+from ..common import exit_codes
 from ..common.schema import port_validator
 from ..data.model import MaceModel
 from ..data.trainingset import TrainingSet
 from ..engine.teacher import SAMPLE_SCHEMA
+from ..protocols import ProtocolMixin, recursive_merge
 from .finetune import split_training_set
-from .protocols.utils import ProtocolMixin, recursive_merge
 
 EXTRAS_TEACHER = 'nmcml_teacher'
 EXTRAS_PROTOCOL = 'nmcml_distill_protocol'
@@ -80,13 +81,8 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
         spec.output('metrics', valid_type=orm.Dict, help='Training metrics of mace_run_train (vs the teacher).')
         spec.default_output_node = 'metrics'
 
-        spec.exit_code(410, 'ERROR_LABELLING_FAILED', message='Teacher labelling failed: {message}')
-        spec.exit_code(
-            411,
-            'ERROR_TOO_FEW_FRAMES',
-            message='Only {n} frames survived labelling (at least 4 needed): raise the sample sizes or max_force.',
-        )
-        spec.exit_code(412, 'ERROR_TRAINING_FAILED', message='MACE training failed: {message}')
+        # numbers and messages: the plugin's one exit-code table (docs/dev/exit_codes.md)
+        exit_codes.declare(spec, 'ERROR_LABELLING_FAILED', 'ERROR_TOO_FEW_FRAMES', 'ERROR_STUDENT_TRAINING_FAILED')
 
     @staticmethod
     def validate_inputs(inputs, _):
@@ -167,7 +163,7 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
     def inspect_train(self):
         node = self.ctx.train
         if not node.is_finished_ok:
-            return self.exit_codes.ERROR_TRAINING_FAILED.format(message=f'<{node.pk}> {node.exit_message}')
+            return self.exit_codes.ERROR_STUDENT_TRAINING_FAILED.format(message=f'<{node.pk}> {node.exit_message}')
         return None
 
     def results(self):

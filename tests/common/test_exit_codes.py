@@ -43,8 +43,8 @@ def test_every_engine_status_is_in_the_table():
 def _processes():
     from aiida.plugins import CalculationFactory, WorkflowFactory
 
-    names = ['nmcml.mace.train', 'nmcml.md', 'nmcml.ga', 'nmcml.evaluate']
-    flows = ['nmcml.finetune', 'nmcml.search', 'nmcml.label', 'nmcml.mace.train.base', 'nmcml.md.base', 'nmcml.ga.base']
+    names = ['nmcml.mace.train', 'nmcml.md', 'nmcml.ga', 'nmcml.evaluate', 'nmcml.teacher.label']
+    flows = ['nmcml.finetune', 'nmcml.search', 'nmcml.label', 'nmcml.mace.train.base', 'nmcml.md.base', 'nmcml.ga.base', 'nmcml.distill']
     out = {}
     for name in names:
         out[name] = CalculationFactory(name)
