@@ -38,6 +38,11 @@ def validate_inputs(inputs, _):
     for key in ('lattice', 'models', 'device'):
         if key in params:
             return f'parameters may not set `{key}`: it comes from the input nodes'
+    from ..engine import ga_config
+
+    errors = ga_config.SCHEMA.errors(params, 'parameters')
+    if errors:
+        return '; '.join(errors)
     fitness = params.get('fitness', 'mace')
     if fitness != 'mace':
         return (

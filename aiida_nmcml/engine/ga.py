@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import ga_config
 from .common import EngineError, write_json
 from .ga_fitness import make_fitness
 from .ga_lattice import Lattice
@@ -28,30 +29,7 @@ RESULTS = 'ga_results.json'
 TOP_CANDIDATES = 'top_candidates.extxyz'
 HISTORY = 'ga_history.dat'
 
-DEFAULTS = {
-    'lattice': 'lattice.extxyz',
-    'fitness': 'mace',
-    'islands': 4,  # independent sub-populations; convergence needs `agree` of them on the same best ordering
-    'agree': 2,
-    'population_size': 8,  # per island
-    'generations': 100000,  # a cap on generations; max_evaluations is the budget that matters
-    'elitism': 2,
-    'tournament_size': 3,
-    'crossover_rate': 0.8,
-    'mutation_rate': 0.3,
-    'max_swaps': 2,
-    'patience': 8,  # an island whose best has not improved for this many generations is stalled (restarted if it
-    # does not hold the overall best)
-    'patience_per_ln_class': 60.0,  # converged only after patience_per_ln_class * ln(n_classes) evaluations without
-    # improvement of the overall best (n_classes: symmetry-distinct orderings, from Burnside's lemma)
-    'tolerance_eV': 1e-6,
-    'top_k': 5,
-    'spanning_k': 0,  # extra candidates spread over the whole energy range seen (for DFT verification)
-    'seed': 0,
-    'max_evaluations': 20000,
-    'target_energy': None,  # benchmarks only (time to find a known minimum): stop as soon as energy <= target
-    'require_convergence': False,
-}
+DEFAULTS = ga_config.DEFAULTS  # every key, range and default: aiida_nmcml/engine/ga_config.py
 
 
 @dataclass
@@ -142,7 +120,7 @@ class GeneticSearch:
         self.n_classes = lattice.n_classes() if self.groups else 1.0
         per_ln_class = float(self.p['patience_per_ln_class'])
         self.patience_evaluations = int(np.ceil(per_ln_class * np.log(max(self.n_classes, 2.0))))
-        self.exhaustive_at = int(round(self.n_classes))  # every symmetry class evaluated: the minimum is known
+        self.exhaustive_at = round(self.n_classes)  # every symmetry class evaluated: the minimum is known
 
     @property
     def n_evaluations(self) -> int:
@@ -364,7 +342,10 @@ def write_outputs(lattice: Lattice, result: SearchResult, params: dict, wall_s: 
 
 
 def run(config: dict) -> dict:
-    params = {**DEFAULTS, **config}
+    errors = ga_config.SCHEMA.errors(config, 'ga')
+    if errors:
+        raise EngineError('invalid_input', '; '.join(errors))
+    params = ga_config.SCHEMA.with_defaults(config)
     lattice = Lattice.read(params['lattice'])
     fitness = make_fitness(params, lattice)
     started = time.perf_counter()

@@ -72,6 +72,20 @@ def test_test_double_fitness_is_refused(nmcml_codes, committee, fitness):
         run_get_node(builder_for(nmcml_codes['engine'], committee, fitness=fitness))
 
 
+@pytest.mark.parametrize(
+    ('parameters', 'message'),
+    [
+        ({'populaton_size': 3}, "did you mean 'population_size'"),
+        ({'max_evaluations': 0}, 'max_evaluations'),
+        ({'islands': 2, 'agree': 3}, 'could never agree'),
+    ],
+)
+def test_bad_parameters_refused_before_submission(nmcml_codes, committee, parameters, message):
+    """The engine's own schema (engine/ga_config.py) checks `parameters` in the calcjob's validator."""
+    with pytest.raises(ValueError, match=message):
+        run_get_node(builder_for(nmcml_codes['engine'], committee, **parameters))
+
+
 def test_mace_fitness_needs_a_model(nmcml_codes, committee):
     builder = builder_for(nmcml_codes['engine'], committee)
     builder.models = {}

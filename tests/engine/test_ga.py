@@ -235,6 +235,14 @@ def test_engine_run_with_mace_fitness_and_relaxation(ga_workdir, tiny_foundation
     assert np.abs(frames[0].positions - lattice_positions).max() > 1e-4  # relaxed away from the ideal sites
 
 
+def test_engine_refuses_unknown_keys(ga_workdir):
+    from aiida_nmcml.engine.common import EngineError
+
+    with pytest.raises(EngineError, match="did you mean 'max_evaluations'") as exc:
+        ga.run({'fitness': 'pair', 'max_evalutions': 10})
+    assert exc.value.status == 'invalid_input'
+
+
 def test_require_convergence_reports_its_status(ga_workdir):
     from aiida_nmcml.engine.common import EngineError
 
