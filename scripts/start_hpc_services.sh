@@ -75,7 +75,7 @@ NEW_CONF="$(
     cat <<EOF
 # written by aiida-nmcml scripts/start_hpc_services.sh: a one-node test cluster, not a production set-up
 ClusterName=nmcml
-SlurmctldHost=$NODE
+SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmctldPort=6817
 SlurmdPort=6818
