@@ -142,9 +142,9 @@ def test_training_with_gpu_directive_through_slurm(slurm_codes, submit_and_await
 
 
 def test_md_killed_by_slurm_walltime_is_continued_from_its_checkpoint(
-    slurm_codes, model_node, tiny_foundation_model, submit_and_await, tmp_path
+    slurm_codes, model_node, tiny_foundation_model, submit_and_await
 ):
-    """nmcml.md jobs with a 60 s SLURM walltime and a target of ~100 s of MD: SLURM kills the first job, the
+    """nmcml.md jobs with a 60 s SLURM walltime and a target of ~2.5 jobs of MD: SLURM kills the first job, the
     MdBaseWorkChain continues from the retrieved checkpoint (parent folder on the remote) until the target."""
     from aiida_nmcml.calculations.md import MdCalculation
     from aiida_nmcml.setup.computer import scheduler_options
@@ -208,7 +208,7 @@ def kill_daemon_hard(client) -> list[int]:
 
 
 def test_daemon_sigkill_during_label_and_md_then_restart(
-    slurm_codes, model_node, tiny_foundation_model, started_daemon_client, submit_and_await, tmp_path
+    slurm_codes, model_node, tiny_foundation_model, started_daemon_client, submit_and_await
 ):
     """Label (2 pw.x frames) and MD submitted; the daemon is SIGKILLed once a DFT job has finished and the MD job
     is in SLURM; after a restart both work chains finish, the finished pw.x calculation is reused, not rerun (the
