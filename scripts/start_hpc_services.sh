@@ -151,7 +151,9 @@ touch "$HOME/.ssh/known_hosts"
 if ! ssh-keygen -F "[localhost]:$PORT" -f "$HOME/.ssh/known_hosts" >/dev/null 2>&1; then
     ssh-keyscan -p "$PORT" -t ed25519,rsa,ecdsa localhost 2>/dev/null >>"$HOME/.ssh/known_hosts"
 fi
-ssh -p "$PORT" -i "$KEY" -o BatchMode=yes -o StrictHostKeyChecking=yes "$(id -un)@localhost" true ||
+# UserKnownHostsFile: under `sudo -E` $HOME is the caller's, where AiiDA (paramiko) looks; ssh would read root's
+ssh -p "$PORT" -i "$KEY" -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$HOME/.ssh/known_hosts" \
+    "$(id -un)@localhost" true ||
     fail "ssh -p $PORT $(id -un)@localhost with $KEY was refused"
 
 # ---- smoke: a job with a GPU request runs through the scheduler -------------------------------------------------
