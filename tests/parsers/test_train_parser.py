@@ -59,6 +59,7 @@ def test_successful_multihead_run(aiida_localhost, tiny_foundation_model):
     assert metrics['valid']['mae_stress'] == pytest.approx(0.13603719438494774)
     assert metrics['valid']['rmse_f'] == pytest.approx(0.13294573877263352)  # from the results file (exact)
     assert metrics['train']['rmse_stress'] == pytest.approx(0.2343)
+    assert metrics['train']['rmse_stress_GPa'] == pytest.approx(0.2343 * 160.21766208)  # next to eV/Å^3
     curve = results['learning_curve']
     assert list(curve.get_array('epoch')) == [0, 1]
     assert all(math.isfinite(v) for v in curve.get_array('rmse_stress'))
