@@ -61,6 +61,12 @@ class EvaluateCalculation(EngineCalculation):
 
     @staticmethod
     def validate_inputs(inputs, ctx):
+        if 'parameters' in inputs:
+            from ..engine.evaluate import parameters_schema
+
+            errors = parameters_schema().errors(inputs['parameters'])
+            if errors:
+                return '; '.join(errors)
         if 'models' not in ctx or 'frames' not in ctx:  # exposed in a work chain that supplies them later
             return None
         models = inputs.get('models', {})

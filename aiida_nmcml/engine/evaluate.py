@@ -62,6 +62,22 @@ DEFAULTS = {
 EV_PER_A3_TO_GPA = 160.21766208
 
 
+def parameters_schema():
+    """The user-settable keys of ``nmcml.evaluate``'s ``parameters`` (frames, models, device come from inputs)."""
+    from ..common.schema import Field, Section
+
+    return Section(
+        {
+            'dtype': Field(str, default='float64', choices=('float64', 'float32'), help='every member in this dtype'),
+            'min_spread': Field(float, default=1.0e-3, min=0.0, min_exclusive=True, unit='eV/Å',
+                                help='refuse to calibrate a committee whose median per-atom deviation is below'),
+            'tolerance': Field(float, default=0.1, min=0.0, min_exclusive=True, unit='eV/Å',
+                               help='force error that defines the trust levels'),
+            'n_bins': Field(int, default=10, min=1, max=100, help='quantile bins of the reliability curve'),
+        }
+    )  # fmt: skip
+
+
 def read_frames(path: str) -> list:
     from ase.io import read
 

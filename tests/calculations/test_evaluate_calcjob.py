@@ -65,3 +65,18 @@ def test_model_lacking_elements_is_refused(nmcml_codes, tiny_foundation_model, t
     )
     with pytest.raises(ValueError, match=r"model a has no \['Fe'\]"):
         run_get_node(builder)
+
+
+def test_calibration_parameters_have_a_schema(nmcml_codes, tiny_foundation_model, toy_frames):
+    """Unknown keys name the closest valid one; out-of-range values are refused before submission."""
+    builder = builder_for(
+        nmcml_codes['engine'],
+        {'a': MaceModel.get_or_create(tiny_foundation_model)},
+        TrainingSet.from_frames(toy_frames[:2]).store(),
+    )
+    builder.parameters = orm.Dict({'tolerence': 0.1})
+    with pytest.raises(ValueError, match="did you mean 'tolerance'"):
+        run_get_node(builder)
+    builder.parameters = orm.Dict({'min_spread': 0.0})
+    with pytest.raises(ValueError, match='min_spread'):
+        run_get_node(builder)
