@@ -14,7 +14,7 @@ max |Δσ| in GPa, and the wall time of the label (the LabelWorkChain, in-proces
 machine: see docs/labelling.md). ``--reuse old.json`` takes labels already computed by an earlier run of this script
 (same cell, same protocol) instead of recomputing them, and says so in the output.
 
-Usage: ``python benchmarks/label_convergence.py [--protocols plumbing demo fast] [--reference-k 0.45]
+Usage: ``python benchmarks/label_convergence.py [--protocols plumbing demo fast] [--reference-k 0.3]
 [--reference-protocol NAME] [--cells x1.0 x0.5] [--profile NAME] [--json out.json] [--reuse old.json]``.
 ``moderate``/``precise`` are accepted, but on an 8-atom cell their k-meshes (0.25/0.15 Å^-1) are denser than any
 reference affordable on a 2-core machine; run them with a denser reference.
@@ -131,7 +131,7 @@ def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--protocols', nargs='*', default=['plumbing', 'demo', 'fast'])
     parser.add_argument('--cells', nargs='+', default=list(CELLS), choices=list(CELLS))
-    parser.add_argument('--reference-k', type=float, default=0.45, help='k-point distance (Å^-1) of the reference')
+    parser.add_argument('--reference-k', type=float, default=0.3, help='k-point distance (Å^-1) of the reference')
     parser.add_argument('--reference-cutoff-scale', type=float, default=1.2)
     parser.add_argument('--reference-protocol', default=None, help='use this protocol as the reference')
     parser.add_argument('--reference-base', default='moderate', help='protocol the reference overrides apply to')
