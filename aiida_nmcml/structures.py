@@ -463,9 +463,9 @@ def assign_oxidation_states(symbols, sublattice=None, rng=None, priority=None) -
 
     Ni starts at 2+ and is oxidised one step at a time (all to 3+ first, then to 4+); TM-layer Ni in the order of
     ``priority`` (highest first, ties by index; :func:`oxidation_priority`), or in random order (``rng``) when no
-    priority is given; Ni on the Li layer (antisites) last, because antisite Ni is Ni2+ in layered oxides. Only when every Ni
-    is 4+ does Co go from 3+ to 4+. Raises ValueError when no assignment closes the balance (it would need Ni below
-    2+, or TMs beyond 4+).
+    priority is given; Ni on the Li layer (antisites) last, because antisite Ni is Ni2+ in layered oxides. Only when
+    every Ni is 4+ does Co go from 3+ to 4+. Raises ValueError when no assignment closes the balance (it would need Ni
+    below 2+, or TMs beyond 4+).
     """
     symbols = np.asarray(symbols, dtype='<U2')
     rng = np.random.default_rng(rng)

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_search_verifies_best_candidates_with_pw(nmcml_codes, tiny_foundation_model):
-    """Two Li contents on an 8-site LiNiO2 cell (one distinct ordering each, so the GA's best is the ground state; Ni3+
-    in both, so the spin-only start is magnetic), plus the x=0 end member for the hull: each verified candidate is labelled by pw.x and the summary pairs its MLIP energy
-    (committee mean) with the DFT energy of the same structure."""
+    """Two Li contents on an 8-site LiNiO2 cell (one distinct ordering each, so the GA's best is the ground state; a
+    Ni3+ in both, so the spin-only start is magnetic), plus the x=0 end member for the hull: each verified candidate is
+    labelled by pw.x and the summary pairs its MLIP energy (committee mean) with the DFT energy of that structure."""
     from aiida_nmcml.testing import toymodel
 
     committee = [MaceModel.get_or_create(tiny_foundation_model), MaceModel.get_or_create(toymodel.cached_tiny_mace(2))]
