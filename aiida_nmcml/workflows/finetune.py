@@ -170,6 +170,14 @@ class FinetuneWorkChain(ProtocolMixin, WorkChain):
         )
         spec.input('valid_fraction', valid_type=orm.Float, default=lambda: orm.Float(0.1))
         spec.input(
+            'min_members',
+            valid_type=orm.Int,
+            required=False,
+            serializer=orm.to_aiida_type,
+            help='Fewest members that must train for the committee to go on (the failed ones are reported in '
+            '`metrics.failed_members`). Default: half the committee, at least 2 (a committee of 1 has no spread).',
+        )
+        spec.input(
             'diversity',
             valid_type=orm.Dict,
             default=lambda: orm.Dict(DIVERSITY_DEFAULTS),
@@ -244,6 +252,8 @@ class FinetuneWorkChain(ProtocolMixin, WorkChain):
     def validate_inputs(inputs, _):
         if inputs['committee_size'].value < 1:
             return 'committee_size must be at least 1'
+        if 'min_members' in inputs and not 1 <= inputs['min_members'].value <= inputs['committee_size'].value:
+            return f'min_members must be between 1 and committee_size ({inputs["committee_size"].value})'
         if 'diversity' in inputs:
             message = check_diversity(inputs['diversity'].get_dict())
             if message:
@@ -361,28 +371,48 @@ class FinetuneWorkChain(ProtocolMixin, WorkChain):
         return data
 
     def run_training(self):
-        """All members at once: the scheduler (or the daemon on localhost) runs them concurrently."""
+        """All members at once, each in its own restart work chain (nmcml.mace.train.base: NaN loss, out of memory
+        and walltime are remedied per member); the scheduler (or the daemon on localhost) runs them concurrently."""
+        from .train_base import MaceTrainBaseWorkChain
+
         base = self.exposed_inputs(MaceTrainCalculation, namespace='train')
         futures = {}
         for index in range(self.inputs.committee_size.value):
             inputs = {**base, **self.ctx.member_inputs[index]}
             if 'replay_set' in self.inputs:
                 inputs['replay_set'] = self.inputs.replay_set
-            inputs.setdefault('metadata', {})
-            inputs['metadata'] = {**inputs['metadata'], 'call_link_label': f'train_member_{index}'}
-            futures[f'member_{index}'] = self.submit(MaceTrainCalculation, **inputs)
+            metadata = {'call_link_label': f'train_member_{index}'}
+            futures[f'member_{index}'] = self.submit(MaceTrainBaseWorkChain, train=inputs, metadata=metadata)
         return ToContext(**futures)
 
+    def min_members(self) -> int:
+        """The policy when members fail for good: go on with at least this many (default half, at least 2)."""
+        size = self.inputs.committee_size.value
+        if 'min_members' in self.inputs:
+            return self.inputs.min_members.value
+        return max(min(2, size), -(-size // 2))
+
     def inspect_training(self):
+        """Members that failed for good (after their own restarts) are dropped and reported; too few fail the chain."""
         keys = [f'member_{i}' for i in range(self.inputs.committee_size.value)]
-        failures = [
-            f'{key}<{self.ctx[key].pk}>: {self.ctx[key].exit_status} {self.ctx[key].exit_message}'
-            for key in keys
-            if not self.ctx[key].is_finished_ok
-        ]
-        if failures:
-            return self.exit_codes.ERROR_MEMBERS_FAILED.format(failures='; '.join(failures))
-        self.ctx.members = keys
+        failed = {key: self.ctx[key] for key in keys if not self.ctx[key].is_finished_ok}
+        self.ctx.members = [key for key in keys if key not in failed]
+        self.ctx.failed_members = {
+            key: {'pk': node.pk, 'exit_status': node.exit_status, 'exit_message': node.exit_message or ''}
+            for key, node in failed.items()
+        }
+        if not failed:
+            return None
+        details = '; '.join(f'{key}<{node.pk}>: {node.exit_status} {node.exit_message}' for key, node in failed.items())
+        needed = self.min_members()
+        if len(self.ctx.members) < needed:
+            return self.exit_codes.ERROR_MEMBERS_FAILED.format(
+                failures=f'{len(self.ctx.members)} of {len(keys)} trained, min_members is {needed}: {details}'
+            )
+        self.report(
+            f'{len(failed)} of {len(keys)} members failed for good and are left out of the committee '
+            f'({len(self.ctx.members)} >= min_members {needed}): {details}'
+        )
         return None
 
     def run_evaluation(self):
@@ -413,6 +443,8 @@ class FinetuneWorkChain(ProtocolMixin, WorkChain):
                 exit_code = self.exit_codes.ERROR_NEGLIGIBLE_SPREAD.format(message=evaluation.exit_message or '')
             else:
                 exit_code = self.exit_codes.ERROR_EVALUATION_FAILED.format(message=evaluation.exit_message or '')
+        if self.ctx.failed_members:
+            sources['failed_members'] = orm.Dict(self.ctx.failed_members)
         self.out('metrics', collect_metrics(**sources))
         return exit_code
 
@@ -429,4 +461,6 @@ def collect_metrics(**metrics):
             result[f'{subset}_rmse_f_mean'] = sum(values) / len(values)
     if 'committee_validation' in metrics:
         result['committee_validation'] = metrics['committee_validation'].get_dict()
+    if 'failed_members' in metrics:  # left out of the committee after their own restarts (min_members policy)
+        result['failed_members'] = metrics['failed_members'].get_dict()
     return orm.Dict(result)

@@ -89,7 +89,8 @@ def test_committee_of_two_on_the_daemon(nmcml_codes, sets, tiny_foundation_model
     assert models['member_0'].sha256 != models['member_1'].sha256
 
     calcs = sorted(
-        (c for c in node.called if c.process_type.endswith('nmcml.mace.train')), key=lambda c: c.inputs.seed.value
+        (c for c in node.called_descendants if c.process_type.endswith('nmcml.mace.train')),  # under .train.base
+        key=lambda c: c.inputs.seed.value,
     )
     assert [c.inputs.seed.value for c in calcs] == [1, 2]
     # members differ in data (bootstrap samples, out-of-bag validation) and starting model (perturbed readout), share
