@@ -27,7 +27,7 @@ from aiida_nmcml.dft.frames import (
     frames_to_structures,
     needs_starting_moments,
 )
-from aiida_nmcml.workflows.protocols.utils import ProtocolMixin
+from aiida_nmcml.protocols import ProtocolMixin
 
 ENGINE_PLUGINS = {'qe': 'quantumespresso.pw', 'vasp': 'vasp.vasp'}
 
