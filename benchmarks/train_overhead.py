@@ -64,7 +64,11 @@ def builder(code, epochs: int, frames: int):
     b.code = code
     b.training_set = TrainingSet.from_frames(toy_frames(frames, seed=41)).store()
     b.validation_set = TrainingSet.from_frames(toy_frames(max(frames // 4, 2), seed=42)).store()
-    b.foundation_model = foundation
+    # naive fine-tuning needs the plugin's E0s, carried by the foundation copy (docs/finetuning.md, Energy references)
+    from aiida_nmcml.workflows.finetune import compute_e0s, prepare_member_model
+
+    b.e0s = compute_e0s(foundation, b.training_set)
+    b.foundation_model = prepare_member_model(foundation, orm.Int(1), orm.Dict({'readout_init': 'none'}), b.e0s)
     b.parameters = orm.Dict({'max_num_epochs': epochs, 'batch_size': 4})
     b.seed = orm.Int(1)
     b.metadata.options.max_wallclock_seconds = 3600
