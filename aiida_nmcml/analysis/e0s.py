@@ -171,6 +171,9 @@ def fit_e0s(
     )
     return {
         'e0s': e0s,
+        # per head: the fine-tuned head ('Default') gets these E0s; in multihead fine-tuning the replay head keeps the
+        # foundation's (its labels are on the foundation's reference)
+        'heads': {'Default': dict(e0s), 'pt_head': dict(foundation)},
         'foundation': dict(foundation),
         'correction': delta,
         'source': source,

@@ -38,6 +38,7 @@ def test_absent_elements_get_the_common_shift_and_isolated_atoms_win():
     for symbol in FOUNDATION:
         assert result['e0s'][symbol] == pytest.approx(shifted[symbol])  # Mn, Co: foundation + shift, not 0
     assert result['source']['Mn'] == 'shift' and 'absent' in result['warning']
+    assert result['heads']['Default'] == result['e0s'] and result['heads']['pt_head'] == FOUNDATION
 
     with_atoms = fit_e0s(FOUNDATION, counts, r, ['Li', 'O', 'Ni'], isolated_atoms={'Mn': -123.0, 'Li': -7.0})
     assert with_atoms['e0s']['Mn'] == -123.0 and with_atoms['source']['Mn'] == 'isolated_atom'
