@@ -21,6 +21,7 @@ from aiida.plugins import WorkflowFactory
 from ..calculations.ga import GaCalculation
 from ..common import exit_codes
 from ..protocols import ProtocolMixin, load_protocol_inputs
+from .ga_base import GaBaseWorkChain
 
 
 def content_key(x_li: float) -> str:
@@ -301,9 +302,11 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
             inputs = self.exposed_inputs(GaCalculation, namespace='ga')
             inputs['lattice'] = orm.Dict({**lattice, 'x_li': float(x_li)})
             inputs['parameters'] = orm.Dict(parameters)
-            inputs['metadata'] = {**inputs.get('metadata', {}), 'call_link_label': f'ga_{content_key(float(x_li))}'}
-            node = self.submit(GaCalculation, **inputs)
-            self.report(f'submitted GaCalculation<{node.pk}> for x_li={x_li}')
+            # one restart work chain per content (nmcml.ga.base: out of memory remedied, candidates of an
+            # unconverged GA exposed with the same 720); its exit codes are the calcjob's numbers
+            metadata = {'call_link_label': f'ga_{content_key(float(x_li))}'}
+            node = self.submit(GaBaseWorkChain, ga=inputs, metadata=metadata)
+            self.report(f'submitted GaBaseWorkChain<{node.pk}> for x_li={x_li}')
             children[content_key(float(x_li))] = node
         return ToContext(**{f'ga_{k}': v for k, v in children.items()})
 
