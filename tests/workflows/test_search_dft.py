@@ -1,5 +1,6 @@
-"""``nmcml.search`` with DFT verification: real pw.x 6.7 (demo protocol) on tiny GA candidates (7 and 8 atoms), ranked
-by a real (tiny) two-member MACE committee."""
+"""``nmcml.search`` with DFT verification: real pw.x 6.7 on tiny GA candidates (7 and 8 atoms), ranked by a real
+(tiny) two-member MACE committee. The labels use the ``plumbing`` protocol (Gamma point, 30 Ry): this test checks
+the verification bookkeeping, not DFT accuracy, and the ``demo`` k-mesh would cost minutes per cell here."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def test_search_verifies_best_candidates_with_pw(nmcml_codes, tiny_foundation_mo
         'lattice': {'supercell': [2, 1, 1], 'composition': {'Ni': 1.0}},
         'li_contents': [1.0, 0.5],
         'n_verify': 1,
+        'label_protocol': 'plumbing',
         'ga': {'parameters': {'islands': 1, 'agree': 1, 'population_size': 2, 'elitism': 1, 'top_k': 1}},
         'label': {'qe': {'pseudo_family': nmcml_codes['pseudo_family']}},
     }
