@@ -21,7 +21,8 @@ def test_demo_pipeline_runs_every_stage(nmcml_codes, started_daemon_client, caps
         assert stage in out
     group = orm.load_group(out.split('demo campaign: group ')[1].split()[0])
     processes = {node.process_label: node for node in group.nodes}
-    assert set(processes) == {'LabelWorkChain', 'FinetuneWorkChain', 'MdCalculation', 'SearchWorkChain'}
+    # MD goes through its restart work chain (nmcml.md.base), which exposes the calcjob's outputs
+    assert set(processes) == {'LabelWorkChain', 'FinetuneWorkChain', 'MdBaseWorkChain', 'SearchWorkChain'}
     assert all(node.is_finished_ok for node in processes.values())
-    md = processes['MdCalculation'].outputs.output_parameters.get_dict()
+    md = processes['MdBaseWorkChain'].outputs.output_parameters.get_dict()
     assert md['steps_run'] == 40 and md['committee_size'] == 2
