@@ -37,3 +37,15 @@ def small_cell():
     symbols[tm[3]] = 'Co'
     atoms.set_chemical_symbols(symbols)
     return atoms
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, small_cell, committee_models):
+    """A job directory like the CalcJob's: structure file and model files, cwd set to it."""
+    from ase.io import write
+
+    write(tmp_path / 'structure.extxyz', small_cell)
+    for i, model in enumerate(committee_models):
+        shutil.copy(model, tmp_path / f'model_{i}.model')
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

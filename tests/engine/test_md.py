@@ -13,16 +13,6 @@ from aiida_nmcml.engine import md, md_io
 from aiida_nmcml.engine.common import EXIT_CODES, EngineError
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, small_cell, committee_models):
-    """A job directory like the CalcJob's: structure file and model files, cwd set to it."""
-    write(tmp_path / 'structure.extxyz', small_cell)
-    for i, model in enumerate(committee_models):
-        shutil.copy(model, tmp_path / f'model_{i}.model')
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def config(n_models=1, **kwargs):
     base = {'models': [f'model_{i}.model' for i in range(n_models)], 'device': 'cpu', 'seed': 3}
     base.update(kwargs)

@@ -7,27 +7,17 @@ on the NaN positions; ``temprature_K`` ran at 300 K; a restart whose checkpoint 
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 from ase.calculators.calculator import Calculator, all_changes
-from ase.io import read, write
+from ase.io import read
 
 from aiida_nmcml.engine import md, md_io
 from aiida_nmcml.engine.cli import main
 from aiida_nmcml.engine.common import EXIT_CODES, EngineError
 
 NO_STOP_RULES = {'hard_limit': None, 'min_distance': None, 'max_temperature': None}
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, small_cell, committee_models):
-    write(tmp_path / 'structure.extxyz', small_cell)
-    for i, model in enumerate(committee_models):
-        shutil.copy(model, tmp_path / f'model_{i}.model')
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def config(n_models=1, **kwargs):
