@@ -6,13 +6,13 @@ The work chain ``nmcml.active_learning`` wraps :func:`select_frames` in a calcfu
 The rules (DP-GEN's, with the trust levels of this plugin's committee calibration, science review §8.1 item 4):
 
 1. **Deviation.** A frame's committee deviation is ``max_i d_i``, the largest per-atom deviation
-   ``d_i = sqrt(mean_m |F_mi - <F_i>|^2)`` (:func:`aiida_nmcml.analysis.metrics.atomic_force_deviation`; the MD
+   ``d_i = sqrt(mean_m |F_mi - <F_i>|^2)`` (:func:`aiida_nmcml.engine.metrics.atomic_force_deviation`; the MD
    engine writes it as ``max_force_dev`` on every monitored frame).
 2. **Trust band** ``[lower, upper]`` (eV/Å, per-atom levels): below ``lower`` the frame is *accurate* (nothing to
    learn), inside the band it is a *candidate*, above ``upper`` it is *discarded* as unphysical (counted, never
    labelled: a frame the committee disagrees on by that much is usually a structure MD should not have reached, and
    DFT on it is wasted or fails to converge). The levels are given, or read from a committee calibration
-   (:func:`aiida_nmcml.analysis.metrics.calibrate_committee`: ``trust_lower`` / ``trust_upper``, the deviations at
+   (:func:`aiida_nmcml.engine.metrics.calibrate_committee`: ``trust_lower`` / ``trust_upper``, the deviations at
    which more than 10 % / 90 % of atoms have a force error above the calibration's tolerance). Per-atom levels do
    not depend on the cell size; calibrate at the size where they are applied (DFT-sized exploration cells).
 3. **Refusal.** A committee whose spread is negligible (members that differ only by seed, science review B4) ranks
@@ -114,7 +114,7 @@ def trust_band(
 
 def frame_deviations(forces_committee: Sequence) -> np.ndarray:
     """Per-frame ``max_i d_i`` from a sequence of per-frame committee forces, each ``(n_models, n_atoms, 3)``."""
-    from .metrics import atomic_force_deviation
+    from ..engine.metrics import atomic_force_deviation
 
     return np.array([float(np.max(atomic_force_deviation(forces))) for forces in forces_committee], dtype=float)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aiida_nmcml.analysis.metrics import atomic_force_deviation, calibrate_committee
 from aiida_nmcml.analysis.selection import (
     ACCURATE,
     CANDIDATE,
@@ -18,6 +17,7 @@ from aiida_nmcml.analysis.selection import (
     select_frames,
     trust_band,
 )
+from aiida_nmcml.engine.metrics import atomic_force_deviation, calibrate_committee
 
 
 def test_trust_band_classifies_edges_and_nonfinite():
