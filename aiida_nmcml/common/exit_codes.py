@@ -205,6 +205,24 @@ _ENTRIES = (
         ('nmcml.distill',),
     ),
     ExitCodeEntry(562, 'ERROR_STUDENT_TRAINING_FAILED', 'MACE training failed: {message}', ('nmcml.distill',)),
+    ExitCodeEntry(
+        570, 'ERROR_AL_EXPLORATION_FAILED',
+        'iteration {iteration}: no exploration MD gave frames ({message}); see the nmcml.md.base reports.',
+        ('nmcml.active_learning',),
+    ),
+    ExitCodeEntry(
+        571, 'ERROR_AL_LABELLING_FAILED', 'iteration {iteration}: nmcml.label failed (exit {status}): {message}',
+        ('nmcml.active_learning',),
+    ),
+    ExitCodeEntry(
+        572, 'ERROR_AL_TRAINING_FAILED', 'iteration {iteration}: nmcml.finetune failed (exit {status}): {message}',
+        ('nmcml.active_learning',),
+    ),
+    ExitCodeEntry(
+        573, 'ERROR_AL_EVALUATION_FAILED',
+        'iteration {iteration}: nmcml.evaluate on the held-out set failed (exit {status}): {message}',
+        ('nmcml.active_learning',),
+    ),
     # --- 7xx: stopped / not converged, outputs usable -----------------------------------------------------------
     ExitCodeEntry(
         710, 'ERROR_UNCERTAINTY_EXCEEDED', 'Stopped: {message}', ('nmcml.md', 'nmcml.md.base'),
@@ -226,7 +244,7 @@ _ENTRIES = (
         engine_status='ga_not_converged', engine_exit=30,
     ),
     ExitCodeEntry(
-        730, 'ERROR_NEGLIGIBLE_SPREAD', '{message}', ('nmcml.evaluate', 'nmcml.finetune'),
+        730, 'ERROR_NEGLIGIBLE_SPREAD', '{message}', ('nmcml.evaluate', 'nmcml.finetune', 'nmcml.active_learning'),
         engine_status='negligible_spread', engine_exit=31,
         remedy='none: predictions and metrics are attached, the calibration is refused',
     ),
@@ -235,6 +253,24 @@ _ENTRIES = (
         'NEB not converged: {message}', ('nmcml.neb',),
         engine_status='neb_not_converged', engine_exit=32,
         remedy='none: the images and energies so far are attached',
+    ),
+    ExitCodeEntry(
+        760, 'ERROR_AL_MAX_ITERATIONS',
+        'Stopped by the iteration budget ({message}): not converged; the committee, dataset and learning curve so far '
+        'are attached. Continue the loop from them (get_builder_restart) with a larger max_iterations.',
+        ('nmcml.active_learning',),
+    ),
+    ExitCodeEntry(
+        761, 'ERROR_AL_DFT_BUDGET',
+        'Stopped by the DFT budget ({message}): not converged; the committee, dataset and learning curve so far are '
+        'attached. Continue from them with a larger max_dft_labels.',
+        ('nmcml.active_learning',),
+    ),
+    ExitCodeEntry(
+        762, 'ERROR_AL_NO_CANDIDATES',
+        'Stopped: {message}. Nothing in the trust band to label although the accuracy rule is not met (frames above '
+        'the upper level only?): lower the temperatures, run shorter MD, or widen the band.',
+        ('nmcml.active_learning',),
     ),
 )  # fmt: skip
 
