@@ -12,7 +12,7 @@ Input::
 
 Outputs: ``evaluate_arrays.npz`` (per-frame and per-atom arrays, see :data:`ARRAY_KEYS`) and
 ``evaluate_metrics.json`` (parity metrics against REF_*, a summary in meV/atom, meV/Å and GPa, and the per-atom
-calibration of the committee spread, :func:`aiida_nmcml.analysis.metrics.calibrate_committee`).
+calibration of the committee spread, :func:`aiida_nmcml.engine.metrics.calibrate_committee`).
 
 A committee whose spread is negligible (median per-atom deviation below ``min_spread`` on labelled frames) still gets
 its predictions and metrics written, and then the status ``negligible_spread``: its calibration would be a number
@@ -25,13 +25,13 @@ import itertools
 
 import numpy as np
 
-from ..analysis.metrics import (
+from .common import EngineError, check_finite_forces, make_calculator, write_json
+from .metrics import (
     atomic_force_deviation,
     calibrate_committee,
     max_force_error,
     parity,
 )
-from .common import EngineError, check_finite_forces, make_calculator, write_json
 
 ARRAYS_FILENAME = 'evaluate_arrays.npz'
 METRICS_FILENAME = 'evaluate_metrics.json'

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..analysis.metrics import atomic_force_deviation
 from .common import make_calculator
+from .metrics import atomic_force_deviation
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Parity metrics against DFT and the calibration of committee deviation against true error. Pure numpy, no AiiDA:
-the engine (on the compute node) and the work chains (in the daemon) use the same definitions.
+the engine (on the compute node) computes the committee deviation with them, the finetune work chain's calibration
+and the benchmarks read the same definitions (also re-exported by ``aiida_nmcml.analysis.metrics``).
 
 Definitions (DP-GEN's, so thresholds from the literature carry over):
 

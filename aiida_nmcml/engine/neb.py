@@ -19,6 +19,9 @@ Why this way:
 * The starting path is IDPP (image-dependent pair potential), which avoids the atom clashes of a straight line; with
   ``via`` it is built in two halves through that structure, because a straight path of a tetrahedral-site hop would
   cross the O-O edge (the other mechanism).
+* With ``relax_cell`` ('c' or 'full') the cell of the initial end point is relaxed first (positions and cell, the
+  model's stress) and the final end point and ``via`` follow it in fractional coordinates: the tetrahedral-site
+  barrier follows the Li slab spacing, so c must be the model's at this Li content, not the builder's default.
 * Relaxation runs plain NEB down to ``4 * fmax`` (at most half of ``max_steps``) and then climbing-image NEB to
   ``fmax``: climbing from a raw interpolation can push the wrong image up. The climbing image then sits at the
   saddle; the barrier is its energy minus the initial end point's.
@@ -79,6 +82,14 @@ SCHEMA = Section(
             help='random displacement (the same for both end points) before relaxing: breaks the lattice symmetry',
         ),
         'seed': Field(int, default=0, min=0, help='seed of the rattle'),
+        'relax_cell': Field(
+            str,
+            default='none',
+            choices=('none', 'c', 'full'),
+            help='relax the cell of the initial end point first (c only, or all of it); the others follow',
+        ),
+        'cell_fmax': Field(float, default=0.05, min=0.0, min_exclusive=True, max=1.0, unit='eV/Å'),
+        'cell_max_steps': Field(int, default=300, min=1),
     }
 )
 DEFAULTS = SCHEMA.with_defaults({})
@@ -166,6 +177,47 @@ def relax(atoms, calculator, fmax: float, steps: int, optimizer: str = 'fire') -
     }
 
 
+CELL_MASKS = {'c': [0, 0, 1, 0, 0, 0], 'full': [1, 1, 1, 1, 1, 1]}
+
+
+def relax_cell(atoms, calculator, mode: str = 'full', fmax: float = 0.05, steps: int = 300, optimizer: str = 'fire'):
+    """Relax positions and cell (``mode`` 'c': only the c axis, the layer stacking; 'full': all six components).
+
+    Why here: the tetrahedral-site barrier follows the Li slab spacing, so c must be the model's at this Li content
+    (science review 8.3), and relaxing inside the NEB run needs no extra calcjob. Returns (relaxed copy, record).
+    """
+    from ase.filters import FrechetCellFilter
+
+    relaxed = atoms.copy()
+    before = relaxed.cell.cellpar()
+    relaxed.calc = ImageCalculator(calculator, with_stress=True)
+    opt = _optimizer(optimizer)(FrechetCellFilter(relaxed, mask=CELL_MASKS[mode]), logfile=None)
+    converged = bool(opt.run(fmax=fmax, steps=steps))
+    stress = relaxed.get_stress()
+    record = {
+        'mode': mode,
+        'cellpar_before': [float(v) for v in before],
+        'cellpar_after': [float(v) for v in relaxed.cell.cellpar()],
+        'energy': float(relaxed.get_potential_energy()),
+        'max_stress_GPa': float(np.max(np.abs(stress)) * 160.21766208),
+        'steps': int(opt.nsteps),
+        'converged': converged,
+    }
+    relaxed.calc = None
+    return relaxed, record
+
+
+def follow_cell(reference_old, reference_new, other):
+    """``other`` (same atoms as ``reference_old``) moved onto the relaxed ``reference_new``: the relaxed positions plus
+    the displacement from ``reference_old`` to ``other`` in fractional coordinates (so the hop keeps its geometry)."""
+    out = reference_new.copy()
+    shift = other.get_scaled_positions(wrap=False) - reference_old.get_scaled_positions(wrap=False)
+    shift -= np.round(shift)
+    out.positions = reference_new.positions + shift @ reference_new.cell.array
+    out.info = dict(other.info)
+    return out
+
+
 def initial_path(initial, final, n_images: int, interpolation: str = 'idpp', via=None) -> list:
     """End points plus ``n_images`` interpolated images (IDPP or linear, minimum image), through ``via`` if given."""
     from ase.mep import NEB
@@ -196,6 +248,13 @@ def run_neb(initial, final, calculator, settings: dict, via=None) -> tuple[list,
     initial, final = initial.copy(), final.copy()
     check_end_points(initial, final, via)
     summary: dict = {'settings': {k: v for k, v in cfg.items() if k not in ('models',)}}
+    if cfg['relax_cell'] != 'none':
+        relaxed, summary['cell_relaxation'] = relax_cell(
+            initial, calculator, cfg['relax_cell'], cfg['cell_fmax'], cfg['cell_max_steps'], cfg['optimizer']
+        )
+        final = follow_cell(initial, relaxed, final)
+        via = None if via is None else follow_cell(initial, relaxed, via)
+        initial = relaxed
     if cfg['relax_endpoints'] and cfg['rattle_A'] > 0:
         # A vacancy in an ideal lattice is a symmetric stationary point that a relaxation cannot leave (the forces
         # that would break the symmetry are zero); LiNiO2 even has a Jahn-Teller distortion to fall into. One shared
@@ -258,12 +317,18 @@ def run_neb(initial, final, calculator, settings: dict, via=None) -> tuple[list,
             'this model (symmetric start, Jahn-Teller distortion, or a relaxation of the surroundings); the barrier is '
             'not meaningful. Raise rattle_A, relax the end points further, or rebuild them.'
         )
+    cell = summary.get('cell_relaxation')
+    if cell is not None and not cell['converged']:
+        summary['warnings'].append(
+            f'the cell relaxation stopped after {cell["steps"]} steps with |stress| up to {cell["max_stress_GPa"]:.2f} '
+            'GPa: c is not the relaxed one of this model; raise cell_max_steps'
+        )
     return images, {**summary, '_path0': path0}
 
 
 def committee_along_path(images, committee) -> dict:
     """Energies of every member on every image, each member's barrier on this path, per-image force deviation."""
-    from ..analysis.metrics import atomic_force_deviation
+    from .metrics import atomic_force_deviation
 
     member_energies, deviation = [], []
     for image in images:

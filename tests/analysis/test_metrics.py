@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aiida_nmcml.analysis.metrics import (
+from aiida_nmcml.engine.metrics import (
     atomic_force_deviation,
     calibrate_committee,
     max_force_deviation,
