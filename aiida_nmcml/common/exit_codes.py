@@ -206,6 +206,12 @@ _ENTRIES = (
     ),
     ExitCodeEntry(562, 'ERROR_STUDENT_TRAINING_FAILED', 'MACE training failed: {message}', ('nmcml.distill',)),
     ExitCodeEntry(
+        585, 'ERROR_NO_DIFFUSION_DATA',
+        'no (T, x) point has an in-domain run to analyse (runs failed or flagged; see `table` and the report): '
+        '{reasons}',
+        ('nmcml.diffusion',),
+    ),
+    ExitCodeEntry(
         570, 'ERROR_AL_EXPLORATION_FAILED',
         'iteration {iteration}: no exploration MD gave frames ({message}); see the nmcml.md.base reports.',
         ('nmcml.active_learning',),
@@ -222,6 +228,19 @@ _ENTRIES = (
         573, 'ERROR_AL_EVALUATION_FAILED',
         'iteration {iteration}: nmcml.evaluate on the held-out set failed (exit {status}): {message}',
         ('nmcml.active_learning',),
+    ),
+    *(
+        ExitCodeEntry(
+            status, f'ERROR_CAMPAIGN_{stage.upper()}_FAILED',
+            f'stage {stage}: {chain}<{{pk}}> failed (exit {{status}}); see its report. `aiida-nmcml campaign continue` '
+            'reruns it and keeps every finished stage.',
+            ('nmcml.campaign',),
+        )
+        for status, stage, chain in (
+            (590, 'labels', 'nmcml.label'), (591, 'committee', 'nmcml.finetune'), (592, 'search', 'nmcml.search'),
+            (593, 'active_learning', 'nmcml.active_learning'), (594, 'diffusion', 'nmcml.diffusion'),
+            (595, 'barriers', 'nmcml.barrier'),
+        )
     ),
     # --- 7xx: stopped / not converged, outputs usable -----------------------------------------------------------
     ExitCodeEntry(
@@ -253,6 +272,13 @@ _ENTRIES = (
         'NEB not converged: {message}', ('nmcml.neb',),
         engine_status='neb_not_converged', engine_exit=32,
         remedy='none: the images and energies so far are attached',
+    ),
+    ExitCodeEntry(
+        770, 'ERROR_DIFFUSION_INCOMPLETE',
+        '{missing} of {total} (T, x) points have no in-domain run or could not be analysed; the table, fits and flags '
+        'of the others are attached: {details}',
+        ('nmcml.diffusion',),
+        remedy='none: the runs were flagged (outside the trust band, TM migration, O-O contact) or failed; see `table`',
     ),
     ExitCodeEntry(
         760, 'ERROR_AL_MAX_ITERATIONS',
