@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from aiida import orm
-from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from ..common.exit_codes import ENGINE_STATUS_TO_LABEL
 from ..engine.common import STATUS_FILENAME
+from .scheduler import scheduler_exit_code
 
 # Engine status names -> exit-code labels, from the one table (aiida_nmcml/common/exit_codes.py).
 STATUS_TO_EXIT_CODE = dict(ENGINE_STATUS_TO_LABEL)
@@ -35,11 +35,9 @@ class EngineParser(Parser):
     def parse(self, **kwargs):
         if not self.has_file(STATUS_FILENAME):
             # Killed before the engine could write its status: the scheduler's own verdict (e.g. 120 out of
-            # walltime, set on the node before the parser runs) is more specific than ours, as in aiida-qe's PwParser.
-            scheduler_status = self.node.exit_status
-            if scheduler_status:
-                return ExitCode(scheduler_status, self.node.exit_message)
-            return self.exit_codes.ERROR_MISSING_STATUS_FILE
+            # walltime) is more specific than ours, as in aiida-qe's PwParser; read from any line of the retrieved
+            # scheduler stderr, not only the first (parsers/scheduler.py says why).
+            return scheduler_exit_code(self) or self.exit_codes.ERROR_MISSING_STATUS_FILE
         status = self.read_json(STATUS_FILENAME)
         self.out('engine_status', orm.Dict(status))
         name = status.get('status', 'internal_error')

@@ -17,7 +17,6 @@ import re
 
 import numpy as np
 from aiida import orm
-from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from ..calculations.train import (
@@ -27,6 +26,7 @@ from ..calculations.train import (
     STDOUT_FILENAME,
 )
 from ..data.model import MaceModel
+from .scheduler import scheduler_exit_code
 
 EV_PER_A3_TO_GPA = 160.21766208  # stress RMSE reported in GPa next to eV/Å^3
 
@@ -191,9 +191,10 @@ class MaceTrainParser(Parser):
             return self.exit_codes.ERROR_OUT_OF_MEMORY.format(detail=tail)
         if 'no cuda device available' in lowered or 'no cuda gpus are available' in lowered:
             return self.exit_codes.ERROR_DEVICE_UNAVAILABLE.format(detail=tail)
-        if self.node.exit_status:
+        scheduler = scheduler_exit_code(self)
+        if scheduler is not None:
             # Killed by the scheduler (e.g. 120 out of walltime): its verdict, as in aiida-qe's PwParser.
-            return ExitCode(self.node.exit_status, self.node.exit_message)
+            return scheduler
         inputs = self.node.inputs
         if 'foundation_model' in inputs:
             needed = set(inputs.training_set.elements)
