@@ -43,6 +43,8 @@ def make_calc_job_node(
     exit_message: str | None = None,
     remote_path: str = '/tmp',
     parse: bool = False,
+    caller=None,
+    call_link_label: str = 'CALL',
 ):
     """A stored ``CalcJobNode`` of ``entry_point`` (e.g. ``'nmcml.md'``) with ``retrieved`` and ``remote_folder``.
 
@@ -50,6 +52,7 @@ def make_calc_job_node(
     :param files: extra (or replacing) retrieved files, name -> bytes; ``case`` and ``files`` may be combined.
     :param inputs: input nodes linked to the node (nested dicts become ``a__b`` link labels); stored if needed.
     :param exit_status: makes the node a *finished* process with that status (for handler tests).
+    :param caller: an unsealed WorkflowNode that called this job (``call_link_label``), as a work chain would.
     :param parse: run the entry point's parser on ``retrieved`` and attach its outputs to the node, as the engine
         would; without ``exit_status`` the parser's exit status is used. A mock child with real parsed outputs.
     """
@@ -64,6 +67,8 @@ def make_calc_job_node(
         if not value.is_stored:
             value.store()
         node.base.links.add_incoming(value, link_type=LinkType.INPUT_CALC, link_label=label)
+    if caller is not None:
+        node.base.links.add_incoming(caller, link_type=LinkType.CALL_CALC, link_label=call_link_label)
     node.store()
 
     content = {}
