@@ -34,7 +34,11 @@ each stage's state, the DFT calculations planned.
 
 from __future__ import annotations
 
+import copy
 import datetime
+import inspect
+import os
+import pathlib
 
 from aiida import orm
 from aiida.common.exceptions import MissingEntryPointError
@@ -145,12 +149,19 @@ def stage_available(stage: str) -> bool:
 
 
 def report_entry_point():
-    """The report writer of ``aiida_nmcml.report`` (``write_report(campaign, directory=None) -> path``), or None."""
+    """The report writer of ``aiida_nmcml.report`` (``build_report(node_or_group, folder) -> path``), or None."""
     try:
         from .. import report
     except ImportError:
         return None
-    return getattr(report, 'write_report', None)
+    return getattr(report, 'build_report', None)
+
+
+def default_report_directory(name: str) -> pathlib.Path:
+    """Where a campaign's report goes unless told: ``$NMCML_REPORT_DIR`` or ``~/aiida-nmcml/reports``, then the
+    campaign name with ``/`` as ``_``."""
+    root = os.environ.get('NMCML_REPORT_DIR') or pathlib.Path.home() / 'aiida-nmcml' / 'reports'
+    return pathlib.Path(root) / name.replace('/', '_')
 
 
 def content_key(x_li: float) -> str:
@@ -219,7 +230,7 @@ def validate_inputs(inputs, _):
     reuse = inputs['reuse'].get_dict() if 'reuse' in inputs else {}
     if 'foundation_model' not in inputs and not given and not ({'committee', 'active_learning'} & set(reuse)):
         return 'give a foundation_model (or a committee to skip fine-tuning)'
-    unknown = sorted(set(reuse) - set(STAGE_ENTRY_POINTS))
+    unknown = sorted(set(reuse) - set(STAGE_ENTRY_POINTS) - {'active_learning_continue'})
     if unknown:
         return f'reuse: unknown stage(s) {unknown}; stages are {list(STAGE_ENTRY_POINTS)}'
     engine = inputs['engine'].value
@@ -230,6 +241,8 @@ def validate_inputs(inputs, _):
     if dft.default_calc_job_plugin not in (None, plugin):
         return f'codes.dft {dft.full_label!r} runs {dft.default_calc_job_plugin!r}; engine {engine!r} needs {plugin!r}'
     for stage, uuid in reuse.items():
+        if stage == 'active_learning_continue':
+            continue
         try:
             node = orm.load_node(uuid)
         except Exception:  # NotExistent, MultipleObjectsError
@@ -388,11 +401,14 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
         uuid = self.ctx.reuse.get(stage)
         return orm.load_node(uuid) if uuid else None
 
-    def _builder_kwargs(self, stage_class, stage: str) -> dict:
-        """``group_label`` for stage chains that take one (new stages); the others are grouped here."""
-        if 'group_label' in stage_class.spec().inputs:
-            return {'group_label': orm.Str(f'{self.inputs.name.value}/{stage}')}
-        return {}
+    def set_group_label(self, builder, stage_class) -> None:
+        """``group_label`` = the campaign name for stage chains that take one (they add ``/<stage>`` themselves:
+        ``C/active_learning/iter_NN``, ``C/diffusion``, ``C/barriers``); the others' nodes are grouped here."""
+        port = stage_class.spec().inputs.get('group_label')
+        if port is None:
+            return
+        name = self.inputs.name.value
+        builder.group_label = name if getattr(port, 'non_db', False) else orm.Str(name)
 
     def _label_protocol(self) -> tuple[str, dict]:
         labels = self._params('labels')
@@ -443,7 +459,7 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
         return int(total)
 
     def plan_active_learning_dft(self) -> int:
-        """Upper bound of the AL labels: iterations x labels per iteration, read from the AL protocol if it has them."""
+        """Upper bound of the AL labels: min(max_iterations x (max_selected + held-out), max_dft_labels)."""
         al = self._params('active_learning')
         if not al['enabled'] or self.ctx.final_committee or 'active_learning' in self.ctx.reuse:
             return 0
@@ -451,17 +467,16 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
             return 0
         try:
             inputs = WorkflowFactory('nmcml.active_learning').get_protocol_inputs(al['protocol'], al['overrides'])
-        except Exception:  # a protocol the AL chain does not know is refused by its own builder later
+            loop = inputs['parameters']
+            per_iteration = int(loop['max_selected'])
+            held_out = (
+                int(loop.get('held_out_per_condition') or 0)
+                * max(len(self.ctx.seeds), 1)
+                * len(loop.get('temperatures_K') or [1])
+            )
+            return min(int(loop['max_iterations']) * per_iteration + held_out, int(loop['max_dft_labels']))
+        except Exception:  # a protocol or key the AL chain does not know is refused by its own builder later
             return 0
-        flat = _flatten(inputs)
-        iterations = next((v for k, v in flat.items() if k.endswith('max_iterations')), None)
-        per_iteration = next(
-            (v for k, v in flat.items() if k.endswith(('max_labels_per_iteration', 'max_labels', 'max_selected'))),
-            None,
-        )
-        if isinstance(iterations, int) and isinstance(per_iteration, int):
-            return iterations * per_iteration
-        return 0
 
     # labels ----------------------------------------------------------------------------------------------------
     def should_run_labels(self):
@@ -632,14 +647,18 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
 
     def run_active_learning(self):
         self._set_stage('active_learning', 'running')
-        self.report('stage active_learning: wired, but the builder call is defined with nmcml.active_learning')
         return self._submit_stage('active_learning', active_learning_builder)
 
     def inspect_active_learning(self):
         node = self.ctx.active_learning_node
-        committee = active_learning_committee(node) if node.is_finished_ok else {}
+        committee = active_learning_committee(node) if usable_result('active_learning', node) else {}
         if not committee:
             return self._fail('active_learning', node)
+        if not node.is_finished_ok:
+            self.report(
+                f'stage active_learning: stopped with {node.exit_status} ({node.exit_message}); its final '
+                'committee is used'
+            )
         self.ctx.final_committee = committee
         self._group('active_learning', *committee.values())
         self._set_stage('active_learning', 'done')
@@ -671,7 +690,9 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
                 self._skip(stage, 'no committee')
                 continue
             self._set_stage(stage, 'running')
-            builder = make(self, WorkflowFactory(STAGE_ENTRY_POINTS[stage]))
+            stage_class = WorkflowFactory(STAGE_ENTRY_POINTS[stage])
+            builder = make(self, stage_class)
+            self.set_group_label(builder, stage_class)
             builder.metadata.call_link_label = stage
             node = self.submit(builder)
             self._group(stage, node)
@@ -695,7 +716,9 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
         return None
 
     def _submit_stage(self, stage: str, make):
-        builder = make(self, WorkflowFactory(STAGE_ENTRY_POINTS[stage]))
+        stage_class = WorkflowFactory(STAGE_ENTRY_POINTS[stage])
+        builder = make(self, stage_class)
+        self.set_group_label(builder, stage_class)
         builder.metadata.call_link_label = stage
         node = self.submit(builder)
         self._group(stage, node)
@@ -722,7 +745,9 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
             return
         self._set_stage('report', 'running')
         try:
-            path = writer(self.node, directory=self.ctx.parameters['stages']['report']['directory'])
+            folder = self.ctx.parameters['stages']['report']['directory']
+            path = writer(self.node, folder or default_report_directory(self.inputs.name.value))
+            self._group('report')
         except Exception as exc:  # the report reads the finished stages; a bug there must not lose the campaign
             self._set_stage('report', f'failed: {type(exc).__name__}: {exc}')
             self.report(f'report: failed ({type(exc).__name__}: {exc}); rerun `aiida-nmcml campaign report`')
@@ -767,24 +792,115 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
 # methods, so the stage owners' interfaces are met in one place each.
 
 
+def _dft_overrides(campaign: CampaignWorkChain, stage_overrides: dict) -> tuple[str, dict]:
+    """The labels stage's protocol and overrides, with the stage's own ``label`` overrides on top: every label of a
+    campaign is made with one set of DFT settings (the TrainingSet guard refuses a mixed set)."""
+    protocol, label_overrides = campaign._label_protocol()
+    return protocol, recursive_merge(label_overrides, stage_overrides.get('label') or {})
+
+
 def active_learning_builder(campaign: CampaignWorkChain, ActiveLearning):
-    raise NotImplementedError('nmcml.active_learning adapter')
+    """``nmcml.active_learning`` from the committee, the initial set (plus the search's DFT-verified candidates) and
+    the search's best orderings as seed cells (the AL protocol's own cells when the search was skipped)."""
+    params = campaign._params('active_learning')
+    inputs = campaign.inputs
+    restart = campaign.ctx.reuse.get('active_learning_continue')
+    if restart:  # a killed AL of the campaign this one continues: go on after its last finished iteration
+        node = orm.load_node(restart)
+        campaign.report(f'stage active_learning: continuing <{node.pk}> after its last finished iteration')
+        return ActiveLearning.get_builder_restart(node)
+    overrides = copy.deepcopy(params['overrides'])
+    protocol, overrides['label'] = _dft_overrides(campaign, overrides)
+    overrides['label_protocol'] = protocol
+    training_set = campaign.ctx.training_set
+    search = campaign.ctx.get('search_node') or campaign._reused('search')
+    if search is not None and 'labelled' in search.outputs:
+        from ..data.trainingset import merge_trainingsets
+
+        training_set = merge_trainingsets(
+            initial=training_set, search=search.outputs.labelled, metadata={'call_link_label': 'merge_search_labels'}
+        )
+        campaign.report(f'stage active_learning: {search.outputs.labelled.num_frames} DFT-verified candidates added')
+    committee_node = campaign.ctx.get('committee_node') or campaign._reused('committee')
+    calibration = (
+        committee_node.outputs.calibration if committee_node and 'calibration' in committee_node.outputs else None
+    )
+    return ActiveLearning.get_builder_from_protocol(
+        engine_code=inputs.codes.engine,
+        dft_code=inputs.codes.dft,
+        train_code=inputs.codes.train,
+        committee=campaign.ctx.committee,
+        training_set=training_set,
+        structures=dict(campaign.ctx.seeds) or None,
+        foundation_model=inputs.get('foundation_model'),
+        calibration=calibration,
+        dft_engine=inputs.engine.value,
+        protocol=params['protocol'],
+        overrides=overrides,
+    )
 
 
 def active_learning_committee(node) -> dict:
-    """The final committee of a finished active-learning chain (output namespace ``models`` or ``committee``)."""
-    for key in ('models', 'committee', 'final_committee'):
+    """The final committee of an active-learning chain (output namespace ``committee``)."""
+    for key in ('committee', 'models', 'final_committee'):
         if key in node.outputs:
             return dict(node.outputs[key])
     return {}
 
 
 def diffusion_builder(campaign: CampaignWorkChain, Diffusion):
-    raise NotImplementedError('nmcml.diffusion adapter')
+    """``nmcml.diffusion`` on the campaign's grid: Li contents strictly between 0 and 1 (no vacancy or no Li: no
+    diffusion) x ``temperatures_K``; the search's best orderings start replica 0 when they are on the same lattice."""
+    params = campaign._params('diffusion')
+    p = campaign.ctx.parameters
+    overrides = copy.deepcopy(params['overrides'])
+    grid = overrides.setdefault('parameters', {})
+    contents = [x for x in p['li_contents'] if 0.0 < x < 1.0]
+    if contents and 'li_contents' not in grid:
+        grid['li_contents'] = contents
+    grid.setdefault('temperatures_K', list(p['temperatures_K']))
+    ground_states = None
+    if campaign.ctx.seeds and same_lattice(campaign, Diffusion, params['protocol'], overrides):
+        ground_states = {key.split('__')[0]: node for key, node in campaign.ctx.seeds.items()}
+    return Diffusion.get_builder_from_protocol(
+        campaign.inputs.codes.engine,
+        campaign._transport_committee(),
+        protocol=params['protocol'],
+        overrides=overrides,
+        ground_states=ground_states,
+    )
+
+
+def same_lattice(campaign: CampaignWorkChain, Diffusion, protocol: str, overrides: dict) -> bool:
+    """Whether the search's GA cell is the diffusion cell (same supercell and composition): only then is a GA ground
+    state a valid starting ordering for the MD."""
+    search = campaign._params('search')
+    try:
+        ga = load_protocol_inputs('search.yaml', search['protocol'], search['overrides'])['lattice']
+        md = Diffusion.get_protocol_inputs(protocol, overrides)['parameters'].get('lattice', {})
+    except (ValueError, KeyError):
+        return False
+    composition = search['overrides'].get('lattice', {}).get('composition', ga.get('composition'))
+    return md.get('supercell') == ga.get('supercell') and md.get('composition', composition) == composition
 
 
 def barrier_builder(campaign: CampaignWorkChain, Barrier):
-    raise NotImplementedError('nmcml.barrier adapter')
+    """``nmcml.barrier`` with the final committee; DFT checks of the images with the campaign's DFT code."""
+    params = campaign._params('barriers')
+    overrides = copy.deepcopy(params['overrides'])
+    kwargs = {}
+    signature = inspect.signature(Barrier.get_builder_from_protocol).parameters
+    if 'dft_code' in signature:
+        kwargs['dft_code'] = campaign.inputs.codes.get('neb') or campaign.inputs.codes.dft
+    if 'dft_engine' in signature:
+        kwargs['dft_engine'] = campaign.inputs.engine.value
+    return Barrier.get_builder_from_protocol(
+        campaign.inputs.codes.engine,
+        campaign._transport_committee(),
+        protocol=params['protocol'],
+        overrides=overrides,
+        **kwargs,
+    )
 
 
 # ---------------------------------------------------------------------------------------- module helpers
@@ -800,7 +916,12 @@ def flatten_candidates(search_node) -> dict:
 
 #: exit statuses of a stage chain whose outputs the campaign goes on with (search: DFT verification failed, the GA
 #: candidates are outputs; finetune: spread too small to calibrate, the models are outputs)
-USABLE_EXIT_STATUSES = {'search': (0, 521), 'committee': (0, 730)}
+USABLE_EXIT_STATUSES = {
+    'search': (0, 521),
+    'committee': (0, 730),
+    'active_learning': (0, 760, 761, 762),
+    'diffusion': (0, 770),
+}
 
 
 def usable_result(stage: str, node) -> bool:
@@ -809,18 +930,14 @@ def usable_result(stage: str, node) -> bool:
         return False
     if node.exit_status not in USABLE_EXIT_STATUSES.get(stage, (0,)):
         return False
-    needed = {'labels': 'labelled', 'committee': 'models', 'search': 'candidates'}.get(stage)
+    needed = {
+        'labels': 'labelled',
+        'committee': 'models',
+        'search': 'candidates',
+        'active_learning': 'committee',
+        'diffusion': 'table',
+    }.get(stage)
     return needed is None or needed in node.outputs
-
-
-def _flatten(value, prefix: str = '') -> dict:
-    out = {}
-    if isinstance(value, dict):
-        for key, item in value.items():
-            out.update(_flatten(item, f'{prefix}.{key}' if prefix else str(key)))
-    else:
-        out[prefix] = value
-    return out
 
 
 def default_name(protocol: str) -> str:
@@ -834,7 +951,7 @@ def resolve_codes(codes: dict | None, engine: str) -> dict:
     codes = dict(codes or {})
     out = {}
     for key, default in defaults.items():
-        value = codes.get(key, default)
+        value = codes.get(key) or default
         if value is None:
             raise ValueError(f'no {key} code for engine {engine}: pass one (e.g. --dft-code vasp@cluster)')
         if isinstance(value, str):
@@ -896,6 +1013,8 @@ def continue_builder(previous: orm.WorkflowNode):
     for link in previous.base.links.get_outgoing(link_type=orm.LinkType.CALL_WORK).all():
         if link.link_label in STAGE_ENTRY_POINTS and usable_result(link.link_label, link.node):
             reuse[link.link_label] = link.node.uuid
+        elif link.link_label == 'active_learning' and 'iteration_metrics' in link.node.outputs:
+            reuse['active_learning_continue'] = link.node.uuid  # its finished iterations are not repeated
     if reuse:
         builder.reuse = orm.Dict(reuse)
     builder.metadata.label = previous.label
