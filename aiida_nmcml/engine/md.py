@@ -5,7 +5,7 @@ with ``invalid_input``, naming the closest valid key)::
 
     structure: structure.extxyz      # starting cell; per-atom initial_magmoms / sublattice are carried to every frame
     models: [{path, sha256}, ...]    # member 0 drives the dynamics; all members form the committee
-    ensemble: nvt_langevin | nvt_nose_hoover | npt | nve     (npt: barostat full | isotropic)
+    ensemble: nvt_langevin | nvt_nose_hoover | nvt_bussi | npt | nve     (npt: barostat full | isotropic)
     steps: 1000                      # total target; a restart continues up to it
     uncertainty: {stride: 10, trust_lower: 0.05, trust_upper: 0.3}
     stop: {hard_limit: 1.0, min_distance: 0.7, max_temperature: auto}
@@ -129,7 +129,7 @@ def make_dynamics(atoms, cfg: dict, rng):
     dt = float(cfg['timestep_fs']) * units.fs
     temperature = float(cfg['temperature_K'])
     ensemble = cfg['ensemble']
-    if ensemble in ('nve', 'nvt_langevin'):
+    if ensemble in ('nve', 'nvt_langevin', 'nvt_bussi'):
         atoms.set_constraint(FixComMD())  # fixcm=True in Langevin is deprecated (ASE 3.28) and biased
     if ensemble == 'nve':
         from ase.md.verlet import VelocityVerlet
@@ -149,6 +149,16 @@ def make_dynamics(atoms, cfg: dict, rng):
     tdamp = float(cfg['tdamp_fs'] or 100 * float(cfg['timestep_fs'])) * units.fs
     if ensemble == 'nvt_nose_hoover':
         return NoseHooverChainNVTFixCom(atoms, timestep=dt, temperature_K=temperature, tdamp=tdamp)
+    if ensemble == 'nvt_bussi':
+        # Bussi-Donadio-Parrinello CSVR: velocity Verlet plus one global stochastic rescaling per step. It samples the
+        # canonical ensemble without per-atom friction, so hop rates are not damped (production runs for diffusion;
+        # science review §5). A uniform rescaling keeps the total momentum zero, so FixCom holds; ``rng`` is the
+        # checkpointed generator, so a restart reproduces the noise.
+        from ase.md.bussi import Bussi
+
+        if atoms.get_kinetic_energy() <= 1e-12:  # ASE raises a bare ValueError: the rescaling needs motion to scale
+            raise EngineError('invalid_input', 'nvt_bussi needs nonzero starting velocities: set init_velocities true')
+        return Bussi(atoms, timestep=dt, temperature_K=temperature, taut=tdamp, rng=rng)
     npt = MTKNPTFixCom if cfg['barostat'] == 'full' else IsotropicMTKNPTFixCom
     pdamp = float(cfg['pdamp_fs'] or 1000 * float(cfg['timestep_fs'])) * units.fs
     return npt(
@@ -235,6 +245,7 @@ class MdRun:
         self.committee = Committee(
             self.cfg['models'], device=self.cfg['device'], dtype=self.cfg['dtype'],
             committee_dtype=self.cfg['committee_dtype'] or self.cfg['dtype'],
+            evaluation=self.cfg['uncertainty']['evaluation'],
         )  # fmt: skip
         self.atoms, self.start_step, state = prepare_atoms(self.cfg, self.rng)
         self.atoms.calc = FiniteGuard(self.committee.driver)

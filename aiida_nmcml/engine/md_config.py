@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..common.schema import Field, Section
 
-ENSEMBLES = ('nvt_langevin', 'nvt_nose_hoover', 'npt', 'nve')
+ENSEMBLES = ('nvt_langevin', 'nvt_nose_hoover', 'nvt_bussi', 'npt', 'nve')
 # Full-cell MTK is the NPT default: Li_x NMC changes c and a in opposite directions with x, and the tetrahedral-hop
 # barrier follows the Li-slab spacing (c). An isotropic barostat keeps the starting c/a and so the wrong slab spacing.
 BAROSTATS = ('full', 'isotropic')
@@ -46,7 +46,7 @@ SCHEMA = Section(
         'temperature_K': Field(float, default=300.0, min=0.0, min_exclusive=True, max=1e4, unit='K', help='target'),
         'friction_per_fs': Field(float, default=0.01, min=0.0, unit='1/fs', help='Langevin friction'),
         'tdamp_fs': Field(float, default=None, nullable=True, min=0.0, min_exclusive=True, unit='fs',
-                          help='Nose-Hoover time constant; null = 100 timesteps'),
+                          help='Nose-Hoover / Bussi time constant; null = 100 timesteps'),
         'pressure_gpa': Field(float, default=0.0, unit='GPa', help='npt target pressure'),
         'pdamp_fs': Field(float, default=None, nullable=True, min=0.0, min_exclusive=True, unit='fs',
                           help='MTK barostat time constant; null = 1000 timesteps'),
@@ -70,6 +70,11 @@ SCHEMA = Section(
                 'trust_upper': Field(float, default=0.3, nullable=True, min=0.0, unit='eV/Å',
                                      help='candidate band, upper end; null = stop.hard_limit'),
                 'max_candidates': Field(int, default=None, nullable=True, min=0, help='cap per run'),
+                # 'members': each member a full model call (N calls per monitor step). 'shared_descriptor': member 0's
+                # descriptor, every member's readouts, one batched backward pass (about one model call): a committee
+                # that differs in readouts only; see engine/md_committee.py and docs/md.md for its calibration.
+                'evaluation': Field(str, default='members', choices=('members', 'shared_descriptor'),
+                                    help='how the monitor evaluates the committee'),
             },
             check=_trust_band,
         ),
