@@ -73,6 +73,14 @@ class NebCalculation(EngineCalculation):
             required=False,
             help='Final images (positions, cells) with arrays energies and max_force_deviation.',
         )
+        spec.output_namespace(
+            'image_structures',
+            valid_type=orm.StructureData,
+            dynamic=True,
+            required=False,
+            help="Every final image (image_00 ... the end points included) with the initial structure's starting "
+            'moments and sublattice labels: what the DFT single points on the model path start from.',
+        )
         spec.output(
             'transition_state',
             valid_type=orm.StructureData,

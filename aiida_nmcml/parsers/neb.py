@@ -14,6 +14,11 @@ from ..engine.neb import IMAGES_FILENAME, SUMMARY_FILENAME
 from .base import EngineParser
 
 
+def image_key(index: int) -> str:
+    """Link label of image ``index`` in the ``image_structures`` namespace (``image_00``: the initial end point)."""
+    return f'image_{index:02d}'
+
+
 class NebParser(EngineParser):
     keep_outputs_on = ('neb_not_converged',)
 
@@ -40,6 +45,8 @@ class NebParser(EngineParser):
             trajectory.set_array('max_force_deviation', np.array(committee['max_force_deviation'], dtype=float))
             trajectory.set_array('member_energies', np.array(committee['member_energies'], dtype=float))
         self.out('images', trajectory)
+        for index, image in enumerate(images):  # the starting moments and sublattice labels travel with each image
+            self.out(f'image_structures.{image_key(index)}', to_structure_data(image))
         top = summary.get('climbing_image') or summary.get('highest_image')
         if top is not None:
             self.out('transition_state', to_structure_data(images[int(top)]))

@@ -105,6 +105,51 @@ def test_end_point_checks():
         neb.merged_config({'fmax': 0.0})
 
 
+@pytest.mark.parametrize('mode', ['c', 'full'])
+def test_cell_relaxation(mode):
+    """``relax_cell``: positions and cell relaxed on the model's stress (Lennard-Jones argon here, cheap and with a
+    stress); 'c' strains only zz, so the in-plane vectors and the stacking's xy offset stay where they were."""
+    from ase.build import bulk
+    from ase.calculators.lj import LennardJones
+
+    atoms = bulk('Ar', 'fcc', a=5.26, orthorhombic=True)
+    atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.3, 0.0, 1.05]]), scale_atoms=True)
+    calc = LennardJones(sigma=3.4, epsilon=0.0104, rc=8.0, smooth=True)
+    start = atoms.copy()
+    start.calc = calc
+    stress0 = np.abs(start.get_stress() * CELL_MASK[mode]).max()
+    relaxed, record = neb.relax_cell(atoms, calc, mode, fmax=0.005, steps=300)
+    assert record['converged'], record
+    assert record['cellpar_after'][2] != pytest.approx(record['cellpar_before'][2], abs=0.01)
+    if mode == 'c':
+        np.testing.assert_allclose(relaxed.cell.array[:2], atoms.cell.array[:2], atol=1e-9)
+        np.testing.assert_allclose(relaxed.cell.array[2, :2], atoms.cell.array[2, :2], atol=1e-9)
+    probe = relaxed.copy()
+    probe.calc = calc
+    assert np.abs(probe.get_stress() * CELL_MASK[mode]).max() < 0.05 * stress0  # the stress went away
+
+
+CELL_MASK = {'c': np.array([0, 0, 1, 0, 0, 0]), 'full': np.ones(6)}
+
+
+def test_end_points_follow_the_relaxed_cell():
+    """The final end point (and ``via``) keep the hop's fractional displacement on the relaxed cell and positions."""
+    from aiida_nmcml.hops import build_hop
+
+    hop = build_hop('tsh', supercell=16, seed=0)
+    relaxed = hop.initial.copy()
+    relaxed.set_cell(relaxed.cell.array @ np.diag([1.01, 1.01, 0.95]), scale_atoms=True)
+    relaxed.positions += np.random.default_rng(0).normal(0, 0.03, relaxed.positions.shape)
+    for other in (hop.final, hop.via):
+        moved = neb.follow_cell(hop.initial, relaxed, other)
+        np.testing.assert_allclose(moved.cell.array, relaxed.cell.array)
+        before = other.get_scaled_positions(wrap=False) - hop.initial.get_scaled_positions(wrap=False)
+        after = moved.get_scaled_positions(wrap=False) - relaxed.get_scaled_positions(wrap=False)
+        np.testing.assert_allclose(after, before - np.round(before), atol=1e-9)
+        assert np.count_nonzero(np.linalg.norm(after, axis=1) > 1e-6) == 1  # only the hopping Li differs
+        np.testing.assert_allclose(moved.get_initial_magnetic_moments(), hop.initial.get_initial_magnetic_moments())
+
+
 @pytest.fixture
 def hop_workdir(tmp_path, monkeypatch, committee_models):
     """A 2x2x1 hexagonal LiNiO2 cell (47 atoms) with one Li vacancy: ODH end points, as the CalcJob writes them."""
@@ -130,6 +175,8 @@ def test_cli_neb_with_tiny_mace_committee(hop_workdir):
         'fmax': 0.001,
         'max_steps': 12,
         'endpoint_max_steps': 50,
+        'relax_cell': 'c',
+        'cell_max_steps': 4,
     }
     (tmp_path / 'input.json').write_text(json.dumps(config))
     code = engine_main(['neb', 'input.json'])
@@ -158,6 +205,12 @@ def test_cli_neb_with_tiny_mace_committee(hop_workdir):
     assert len(committee['max_force_deviation']) == 5 and min(committee['max_force_deviation']) > 0
     # magnetic moments carried along the path for the DFT single points
     assert np.allclose(images[2].get_initial_magnetic_moments(), hop.initial.get_initial_magnetic_moments())
+    # the cell was relaxed first (c only, 4 steps of the toy model) and the whole path lives on it
+    cell = summary['cell_relaxation']
+    assert cell['mode'] == 'c' and 1 <= cell['steps'] <= 4
+    assert images[3].cell.cellpar() == pytest.approx(cell['cellpar_after'], abs=1e-6)
+    assert cell['cellpar_after'][:2] == pytest.approx(cell['cellpar_before'][:2], abs=1e-9)
+    assert list(images[2].arrays['sublattice']) == list(hop.initial.arrays['sublattice'])  # for DFT moments
     # end points were relaxed (a toy model may need more steps; then it says so)
     for end in ('initial', 'final'):
         info = summary['endpoints'][end]
