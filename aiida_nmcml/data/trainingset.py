@@ -39,6 +39,10 @@ class MixedSettingsError(ValueError):
     """Frames computed with different DFT settings were put into one set."""
 
 
+class TrainingSetHashMismatch(ValueError):
+    """The file's bytes differ from the sha256 recorded when the set was made: never train on them."""
+
+
 def frame_settings(atoms) -> tuple | None:
     """The settings tuple of a frame; ``None`` for a frame that records no DFT settings at all."""
     values = tuple(_normalise(atoms.info.get(key)) for key in SETTINGS_KEYS)
@@ -141,16 +145,32 @@ class TrainingSet(orm.SinglefileData):
     def sha256(self) -> str:
         return self.base.attributes.get('sha256')
 
+    def verified_content(self) -> bytes:
+        """The file's bytes, after checking them against the recorded sha256 (as :class:`MaceModel` does).
+
+        Why: the hash identifies the data a model was trained on; a set read back with other bytes (a damaged
+        repository, a file swapped outside AiiDA) would silently train or label something else.
+        """
+        content = self.get_content(mode='rb')
+        recorded = self.sha256
+        if recorded is not None and hashlib.sha256(content).hexdigest() != recorded:
+            raise TrainingSetHashMismatch(
+                f'TrainingSet<{self.pk}> content has sha256 {hashlib.sha256(content).hexdigest()}, the node records '
+                f'{recorded}: refusing to read it'
+            )
+        return content
+
     def get_frames(self) -> list:
-        return _read(self.get_content(mode='r'))
+        return _read(self.verified_content().decode())
 
     def __len__(self) -> int:
         return self.num_frames
 
     def write_extxyz(self, path) -> None:
-        """Export the frames exactly as stored (byte-identical file)."""
+        """Export the frames exactly as stored (byte-identical file, sha256 checked)."""
+        content = self.verified_content()
         with open(path, 'wb') as handle:
-            handle.write(self.get_content(mode='rb'))
+            handle.write(content)
 
     def counts_by_composition(self) -> dict[str, int]:
         return dict(self.base.attributes.get('compositions', {}))

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from aiida_nmcml.data.trainingset import MixedSettingsError, TrainingSet, merge_trainingsets
+from aiida_nmcml.data.trainingset import MixedSettingsError, TrainingSet, TrainingSetHashMismatch, merge_trainingsets
 
 
 def _with_settings(frames, **settings):
@@ -59,9 +59,12 @@ def test_mixed_settings_refused(toy_frames):
     assert node.dft_settings['engine'] == 'qe'
     with pytest.raises(MixedSettingsError, match='ecutwfc'):
         node.append(other)
-    # key order inside the Hubbard JSON is not a different setting
-    reordered = _with_settings(toy_frames[6:8], **{**QE, 'hubbard_u': json.dumps({'Ni': 6.2})})
-    assert node.append(reordered).num_frames == 5
+    # key order inside the Hubbard JSON is not a different setting (two keys: the order differs in the strings)
+    two = TrainingSet.from_frames(_with_settings(toy_frames[:3], **{**QE, 'hubbard_u': '{"Ni": 6.2, "Co": 3.32}'}))
+    reordered = _with_settings(toy_frames[6:8], **{**QE, 'hubbard_u': '{"Co": 3.32, "Ni": 6.2}'})
+    assert two.append(reordered).num_frames == 5
+    with pytest.raises(MixedSettingsError, match='hubbard_u'):  # a different U is
+        two.append(_with_settings(toy_frames[6:8], **{**QE, 'hubbard_u': '{"Co": 3.32, "Ni": 6.0}'}))
 
 
 def test_unlabelled_frames_are_accepted_and_nan_refused(toy_frames):
@@ -124,3 +127,17 @@ def test_round_trip_keeps_sublattice_and_initial_moments():
         assert list(loaded.arrays['sublattice']) == list(original.arrays['sublattice'])
         np.testing.assert_allclose(loaded.get_initial_magnetic_moments(), original.get_initial_magnetic_moments())
     assert frames[0].get_initial_magnetic_moments().max() > 0
+
+
+def test_content_is_checked_against_its_sha256_on_read(toy_frames, tmp_path):
+    """A file whose bytes differ from the recorded sha256 is refused on read (as for models), not parsed."""
+    import io
+
+    node = TrainingSet.from_frames(toy_frames[:2])
+    assert len(node.get_frames()) == 2
+    content = node.get_content(mode='rb')
+    node.base.repository.put_object_from_filelike(io.BytesIO(content.replace(b'Li', b'Na', 1)), node.filename)
+    with pytest.raises(TrainingSetHashMismatch, match='sha256'):
+        node.get_frames()
+    with pytest.raises(TrainingSetHashMismatch):
+        node.write_extxyz(tmp_path / 'out.xyz')
