@@ -217,6 +217,20 @@ _ENTRIES = (
         ('nmcml.active_learning',),
     ),
     ExitCodeEntry(
+    ExitCodeEntry(
+        580, 'ERROR_BARRIER_NEB_FAILED',
+        'no hop has a usable model NEB (every nmcml.neb failed): {reasons}', ('nmcml.barrier',),
+    ),
+    ExitCodeEntry(
+        581, 'ERROR_BARRIER_DFT_FAILED',
+        'the DFT check on the model path (nmcml.label) failed (exit {status}); the table holds the model (and '
+        'zero-shot) barriers only', ('nmcml.barrier',),
+    ),
+    ExitCodeEntry(
+        582, 'ERROR_BARRIER_ZERO_SHOT_FAILED',
+        'the zero-shot universal-potential evaluation (nmcml.evaluate) failed (exit {status}); the table holds the '
+        'model and DFT barriers', ('nmcml.barrier',),
+    ),
         571, 'ERROR_AL_LABELLING_FAILED', 'iteration {iteration}: nmcml.label failed (exit {status}): {message}',
         ('nmcml.active_learning',),
     ),
@@ -285,6 +299,11 @@ _ENTRIES = (
         'Stopped by the iteration budget ({message}): not converged; the committee, dataset and learning curve so far '
         'are attached. Continue the loop from them (get_builder_restart) with a larger max_iterations.',
         ('nmcml.active_learning',),
+    ),
+    ExitCodeEntry(
+        780, 'ERROR_BARRIER_INCOMPLETE',
+        'barrier table attached, but incomplete: {details}', ('nmcml.barrier',),
+        remedy='none: hops whose NEB failed or did not converge, and images without DFT, are marked in `table`',
     ),
     ExitCodeEntry(
         761, 'ERROR_AL_DFT_BUDGET',
