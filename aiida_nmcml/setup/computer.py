@@ -195,3 +195,36 @@ def scheduler_options(computer, gpu: bool = False) -> dict:
     if gpu and hpc.get('gpu_directive'):
         options['custom_scheduler_commands'] = hpc['gpu_directive']
     return options
+
+
+def job_options(code, options: dict, *, gpu: bool, default_gpu_options: dict | None = None, gpu_options=None) -> dict:
+    """``metadata.options`` of a job of ``code``, as the protocol builders set them.
+
+    ``options`` (the protocol's, with the user's overrides) win over the computer template's partition, account and
+    qos. A GPU job (``gpu``) gets the GPU request of, in this order: ``gpu_options`` given explicitly by the user,
+    the computer template's ``gpu_directive`` (the site knows whether it wants ``--gres=gpu:1`` or ``--gpus=1``), the
+    protocol's generic ``default_gpu_options``. A GPU directive is added to ``custom_scheduler_commands`` already in
+    ``options`` (e.g. a ``--mem`` line), not put in its place.
+    """
+    from ..protocols import recursive_merge
+
+    computer = getattr(code, 'computer', None)
+    site = scheduler_options(computer, gpu=gpu) if computer is not None else {}
+    directive = site.pop('custom_scheduler_commands', None)
+    merged = recursive_merge(site, options or {})
+    if not gpu:
+        return merged
+    if gpu_options is not None:
+        chosen = dict(gpu_options)
+    elif directive:
+        chosen = {'custom_scheduler_commands': directive}
+    else:
+        chosen = dict(default_gpu_options or {})
+    lines = [line for line in str(merged.get('custom_scheduler_commands') or '').splitlines() if line.strip()]
+    for line in str(chosen.pop('custom_scheduler_commands', '') or '').splitlines():
+        if line.strip() and line not in lines:
+            lines.append(line)
+    merged = recursive_merge(merged, chosen)
+    if lines:
+        merged['custom_scheduler_commands'] = '\n'.join(lines)
+    return merged

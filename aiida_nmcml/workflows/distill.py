@@ -32,7 +32,8 @@ from ..common.schema import port_validator
 from ..data.model import MaceModel
 from ..data.trainingset import TrainingSet
 from ..engine.teacher import SAMPLE_SCHEMA
-from ..protocols import ProtocolMixin, recursive_merge
+from ..protocols import ProtocolMixin
+from ..setup.computer import job_options
 from .finetune import split_training_set
 
 EXTRAS_TEACHER = 'nmcml_teacher'
@@ -116,13 +117,16 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
         builder.label.teacher = orm.Str(inputs['teacher'])
         builder.label.device = orm.Str(inputs['device'])
         builder.label.parameters = orm.Dict(inputs['label']['parameters'])
-        options = inputs['label']['metadata']['options']
-        builder.label.metadata.options = recursive_merge(options, inputs['gpu_options']) if gpu else options
+        gpu_kwargs = {
+            'gpu': gpu,
+            'default_gpu_options': inputs['gpu_options'],
+            'gpu_options': (overrides or {}).get('gpu_options'),
+        }
+        builder.label.metadata.options = job_options(engine_code, inputs['label']['metadata']['options'], **gpu_kwargs)
         builder.train.code = train_code
         builder.train.device = orm.Str(inputs['device'])
         builder.train.parameters = orm.Dict(inputs['train']['parameters'])
-        options = inputs['train']['metadata']['options']
-        builder.train.metadata.options = recursive_merge(options, inputs['gpu_options']) if gpu else options
+        builder.train.metadata.options = job_options(train_code, inputs['train']['metadata']['options'], **gpu_kwargs)
         builder.metadata.label = f'distill:{protocol or cls.get_default_protocol()}:{inputs["teacher"]}'
         return builder
 

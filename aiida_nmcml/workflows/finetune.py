@@ -21,7 +21,8 @@ from ..common import exit_codes
 from ..data.model import MaceModel
 from ..data.trainingset import TrainingSet
 from ..engine.committee_init import READOUT_INIT, RESAMPLING
-from ..protocols import ProtocolMixin, recursive_merge
+from ..protocols import ProtocolMixin
+from ..setup.computer import job_options
 
 
 @calcfunction
@@ -282,7 +283,9 @@ class FinetuneWorkChain(ProtocolMixin, WorkChain):
         protocol: str | None = None,
         overrides: dict | None = None,
     ):
-        """A ready builder; ``device='cuda'`` also adds the protocol's ``gpu_options`` to every job.
+        """A ready builder; ``device='cuda'`` also adds a GPU request to every job: ``overrides['gpu_options']``,
+        else the computer template's ``gpu_directive``, else the protocol's generic ``gpu_options``
+        (:func:`aiida_nmcml.setup.computer.job_options`, which also adds the template's partition/account/qos).
 
         ``foundation_model`` may be a MaceModel, a foundation model name or a file path (resolved and stored once,
         deduplicated by hash). ``overrides`` follow the YAML layout, e.g. ``{'train': {'parameters': {'lr': 1e-3}}}``.
@@ -313,18 +316,20 @@ class FinetuneWorkChain(ProtocolMixin, WorkChain):
         builder.diversity = orm.Dict({**DIVERSITY_DEFAULTS, **inputs.get('diversity', {})})
 
         train = inputs['train']
-        options = train['metadata']['options']
-        if gpu:
-            options = recursive_merge(options, inputs['gpu_options'])
+        # the GPU request: an explicit `gpu_options` override, else the computer template's, else the protocol's
+        gpu_kwargs = {
+            'gpu': gpu,
+            'default_gpu_options': inputs['gpu_options'],
+            'gpu_options': (overrides or {}).get('gpu_options'),
+        }
+        options = job_options(train_code, train['metadata']['options'], **gpu_kwargs)
         builder.train.code = train_code
         builder.train.parameters = orm.Dict(train['parameters'])
         builder.train.device = orm.Str(device)
         builder.train.metadata.options = options
         if evaluate_code is not None:
             evaluate = inputs['evaluate']
-            options = evaluate['metadata']['options']
-            if gpu:
-                options = recursive_merge(options, inputs['gpu_options'])
+            options = job_options(evaluate_code, evaluate['metadata']['options'], **gpu_kwargs)
             builder.evaluate.code = evaluate_code
             builder.evaluate.device = orm.Str(device)
             builder.evaluate.parameters = orm.Dict({'dtype': evaluate['dtype']})

@@ -27,6 +27,7 @@ from ..calculations.md import STOP_EXIT_LABELS, MdCalculation
 from ..common import exit_codes
 from ..engine import md_io
 from ..protocols import ProtocolMixin
+from ..setup.computer import job_options
 from .restart import NmcmlBaseRestartWorkChain
 
 SCHEDULER_WALLTIME = 120  # aiida-core CalcJob.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME
@@ -56,7 +57,9 @@ class MdBaseWorkChain(ProtocolMixin, NmcmlBaseRestartWorkChain):
         :param models: a dict or list of MaceModel nodes (a list is keyed ``m0``, ``m1`` ...; ``m0`` drives the MD).
         :param protocol: demo, fast, moderate or precise.
         :param overrides: merged over the protocol, in its layout, e.g. ``{'parameters': {'steps': 500}}``; the
-            work chain's own inputs ``max_iterations`` and ``clean_workdir`` may be set there too.
+            work chain's own inputs ``max_iterations`` and ``clean_workdir`` may be set there too. With ``device:
+            cuda`` the job asks for a GPU: ``gpu_options`` here, else the computer template's ``gpu_directive``, else
+            the protocol's generic ``--gres=gpu:1`` (partition, account, qos come from the template too).
         """
         inputs = cls.get_protocol_inputs(protocol, overrides)
         builder = cls.get_builder()
@@ -66,7 +69,17 @@ class MdBaseWorkChain(ProtocolMixin, NmcmlBaseRestartWorkChain):
             builder.md.models = models if isinstance(models, dict) else {f'm{i}': m for i, m in enumerate(models)}
         builder.md.parameters = orm.Dict(inputs['parameters'])
         builder.md.device = orm.Str(inputs['device'])
-        builder.md.metadata.options.update(inputs.get('metadata', {}).get('options', {}))
+        # a cuda job asks for a GPU as the computer's template says (or `gpu_options` / the protocol's generic form)
+        protocol_gpu_options = cls.get_protocol_inputs(protocol)['gpu_options']
+        builder.md.metadata.options.update(
+            job_options(
+                code,
+                inputs.get('metadata', {}).get('options', {}),
+                gpu=str(inputs['device']).startswith('cuda'),
+                default_gpu_options=protocol_gpu_options,
+                gpu_options=(overrides or {}).get('gpu_options'),
+            )
+        )
         if 'max_iterations' in inputs:
             builder.max_iterations = orm.Int(inputs['max_iterations'])
         if 'clean_workdir' in inputs:

@@ -23,6 +23,7 @@ from aiida.engine import ProcessHandlerReport, process_handler
 from ..calculations.train import DEFAULT_PARAMETERS, MaceTrainCalculation
 from ..common import exit_codes
 from ..protocols import ProtocolMixin, load_protocol_inputs, recursive_merge
+from ..setup.computer import job_options
 from .restart import NmcmlBaseRestartWorkChain
 
 SCHEDULER_WALLTIME = 120  # aiida-core CalcJob.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME
@@ -46,31 +47,45 @@ class MaceTrainBaseWorkChain(ProtocolMixin, NmcmlBaseRestartWorkChain):
 
         With ``device: cuda`` the protocol's ``gpu_options`` are merged into ``metadata.options``.
         """
-        overrides = dict(overrides or {})
-        full = load_protocol_inputs(cls._protocol_filename, protocol, owner=cls.__name__)
-        inputs = recursive_merge(full['train'], {'device': full.get('device', 'cpu')})
-        inputs = recursive_merge(inputs, overrides)
+        inputs, gpu_options = cls._train_inputs(protocol, overrides)
         if str(inputs['device']).startswith('cuda'):
             options = inputs.setdefault('metadata', {}).setdefault('options', {})
-            inputs['metadata']['options'] = recursive_merge(options, full.get('gpu_options', {}))
+            inputs['metadata']['options'] = recursive_merge(options, gpu_options)
         return inputs
+
+    @classmethod
+    def _train_inputs(cls, protocol, overrides) -> tuple[dict, dict]:
+        """The ``train`` section with ``device`` and ``overrides``, and the protocol's generic ``gpu_options``."""
+        full = load_protocol_inputs(cls._protocol_filename, protocol, owner=cls.__name__)
+        inputs = recursive_merge(full['train'], {'device': full.get('device', 'cpu')})
+        return recursive_merge(inputs, dict(overrides or {})), full.get('gpu_options', {})
 
     @classmethod
     def get_builder_from_protocol(cls, code, training_set, *, protocol=None, overrides=None, **inputs):
         """A builder for ``code`` (``mace_run_train``) on ``training_set``.
 
         :param overrides: in the layout of the returned inputs: ``parameters``, ``device``, ``metadata``,
-            ``max_iterations``, ``clean_workdir``.
+            ``max_iterations``, ``clean_workdir``; ``gpu_options`` replaces the GPU request of a ``cuda`` job, which
+            is otherwise the computer template's ``gpu_directive`` or else the protocol's generic ``--gres=gpu:1``
+            (:func:`aiida_nmcml.setup.computer.job_options`; partition, account and qos come from the template too).
         :param inputs: further calcjob inputs (``validation_set``, ``foundation_model``, ``replay_set``, ``seed``,
             ``e0s`` ...), set as given.
         """
-        values = cls.get_protocol_inputs(protocol, overrides)
+        values, default_gpu_options = cls._train_inputs(protocol, overrides)
         builder = cls.get_builder()
         builder.train.code = code
         builder.train.training_set = training_set
         builder.train.parameters = orm.Dict(values.get('parameters', {}))
         builder.train.device = orm.Str(values['device'])
-        builder.train.metadata.options.update(values.get('metadata', {}).get('options', {}))
+        builder.train.metadata.options.update(
+            job_options(
+                code,
+                values.get('metadata', {}).get('options', {}),
+                gpu=str(values['device']).startswith('cuda'),
+                default_gpu_options=default_gpu_options,
+                gpu_options=values.get('gpu_options'),
+            )
+        )
         for key, value in inputs.items():
             builder.train[key] = value
         if 'max_iterations' in values:
