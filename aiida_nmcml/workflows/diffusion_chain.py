@@ -46,6 +46,8 @@ Exit codes (one table, docs/dev/exit_codes.md): 585 no (T, x) point could be ana
 
 from __future__ import annotations
 
+import math
+
 from aiida import orm
 from aiida.engine import ToContext, WorkChain
 from aiida.orm.nodes.data.base import to_aiida_type
@@ -344,6 +346,23 @@ def validate_inputs(inputs, _):
     unknown = sorted(set(inputs.get('ground_states') or {}) - contents)
     if unknown:
         return f'ground_states {unknown} match no Li content of parameters.li_contents ({sorted(contents)})'
+    if inputs.get('ground_states'):
+        # replicas are pooled per (T, x): a ground state on another cell would mix cell sizes (and finite-size
+        # effects) into one D; nmcml.search's cell must be the diffusion lattice for its ground state to be used
+        from ..structures import NmcLattice
+
+        n_sites = NmcLattice.from_supercell(params['lattice']['supercell']).n_sites
+        n_li_sites = n_sites // 4  # one Li site per LiMO2
+        expected = {
+            content_key(float(x)): n_sites - n_li_sites + math.floor(float(x) * n_li_sites + 0.5)
+            for x in params['li_contents']
+        }  # as aiida_nmcml.structures rounds the Li count
+        for key, node in inputs['ground_states'].items():
+            if len(node.sites) != expected[key]:
+                return (
+                    f'ground_states.{key} has {len(node.sites)} atoms but the lattice of parameters.lattice.supercell '
+                    f'holds {expected[key]} at that Li content: give the GA result of the same cell'
+                )
     if params['model_check']['enabled'] and len(models) > 1 and params['model_check']['driver'] >= len(models):
         return f'model_check.driver = {params["model_check"]["driver"]} but the committee has {len(models)} members'
     return None
