@@ -350,7 +350,11 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             'committee', valid_type=MaceModel, dynamic=True,
             help='The starting committee (>= 2 models; sorted keys, the first drives the MD).',
         )  # fmt: skip
-        spec.input('training_set', valid_type=TrainingSet, help='Labelled frames the starting committee knows.')
+        spec.input(
+            'training_set', valid_type=TrainingSet, required=False,
+            help='Labelled frames the starting committee knows (same DFT settings as the loop labels); without it the '
+            'dataset starts with the first selected frames.',
+        )  # fmt: skip
         spec.input(
             'calibration', valid_type=orm.Dict, required=False,
             help="The starting committee's calibration (nmcml.finetune / nmcml.evaluate): trust levels when the "
@@ -410,7 +414,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             cls.results,
         )
         spec.output_namespace('committee', valid_type=MaceModel, dynamic=True, help='The final committee (m0, m1 ...).')
-        spec.output('training_set', valid_type=TrainingSet, help='The accumulated labelled dataset.')
+        spec.output('training_set', valid_type=TrainingSet, required=False, help='The accumulated labelled dataset.')
         spec.output('held_out_set', valid_type=TrainingSet, required=False, help='The fixed held-out set.')
         spec.output('calibration', valid_type=orm.Dict, required=False, help="The final committee's calibration.")
         spec.output(
@@ -442,7 +446,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         dft_code,
         train_code,
         committee,
-        training_set,
+        training_set=None,
         structures=None,
         foundation_model=None,
         calibration=None,
@@ -470,7 +474,8 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         builder.structures = structures
         committee = committee if isinstance(committee, dict) else {f'm{i}': m for i, m in enumerate(committee)}
         builder.committee = committee
-        builder.training_set = training_set
+        if training_set is not None:
+            builder.training_set = training_set
         if foundation_model is not None:
             builder.foundation_model = foundation_model
         if calibration is not None:
@@ -483,7 +488,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         builder.md.code = engine_code
         builder.md.parameters = orm.Dict(md['parameters'])
         builder.md.device = orm.Str(device)
-        builder.md.metadata.options = md.get('metadata', {}).get('options', {})
+        builder.md.metadata.options.update(md.get('metadata', {}).get('options', {}))
 
         label = LabelWorkChain.get_builder_from_protocol(
             dft_code, engine=dft_engine, protocol=inputs['label_protocol'], overrides=child['label']
@@ -492,7 +497,8 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             builder.label[key] = label[key]
 
         finetune = FinetuneWorkChain.get_builder_from_protocol(
-            train_code, training_set, foundation_model=foundation_model, evaluate_code=engine_code, device=device,
+            train_code, training_set if training_set is not None else TrainingSet.from_frames([]),
+            foundation_model=foundation_model, evaluate_code=engine_code, device=device,
             protocol=inputs['finetune_protocol'], overrides=child['finetune'],
         )  # fmt: skip
         for key in ('committee_size', 'base_seed', 'valid_fraction', 'diversity'):
@@ -530,7 +536,8 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         last = previous[sorted(previous)[-1]]
         sources = last.creator.inputs
         builder.committee = {key[len('model_') :]: sources[key] for key in sources if key.startswith('model_')}
-        builder.training_set = sources['training_set']
+        if 'training_set' in sources:
+            builder.training_set = sources['training_set']
         if 'held_out_set' in sources:
             builder.held_out_set = sources['held_out_set']
         if 'calibration' in sources:
@@ -542,7 +549,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         self.ctx.parameters = rules.PARAMETERS.with_defaults(self.inputs.parameters.get_dict())
         self.ctx.committee = dict(self.inputs.committee)
         self.ctx.calibration = self.inputs.get('calibration')
-        self.ctx.dataset = self.inputs.training_set
+        self.ctx.dataset = self.inputs.get('training_set')
         self.ctx.held_out = self.inputs.get('held_out_set')
         previous = dict(self.inputs.get('previous_iterations', {}) or {})
         self.ctx.metrics = dict(previous)
@@ -571,7 +578,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             return False
         self.ctx.iteration += 1
         self.ctx.n_dft_before = self.ctx.n_dft
-        self.ctx.n_training_before = self.ctx.dataset.num_frames
+        self.ctx.n_training_before = 0 if self.ctx.dataset is None else self.ctx.dataset.num_frames
         for key in ('selection', 'selected', 'label_report', 'held_out_label_report', 'finetune', 'evaluation',
                     'evaluation_initial', 'new_held_out'):  # fmt: skip
             self.ctx.pop(key, None)
@@ -747,20 +754,20 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
                 self.ctx.held_out = outputs['accepted']
             else:
                 self.ctx.label_report = outputs['report']
-                if 'accepted' in outputs:
+                if 'accepted' in outputs and self.ctx.dataset is None:
+                    self.ctx.dataset = outputs['accepted']
+                elif 'accepted' in outputs:
                     self.ctx.dataset = merge_trainingsets(
                         a_previous=self.ctx.dataset, b_new=outputs['accepted'],
                         metadata={'call_link_label': f'merge_{tag}'},
                     )  # fmt: skip
-                self.report(
-                    f'{report["labelled"]} labelled, {report["accepted"]} added: the dataset has '
-                    f'{self.ctx.dataset.num_frames} frames'
-                )
+                size = 0 if self.ctx.dataset is None else self.ctx.dataset.num_frames
+                self.report(f'{report["labelled"]} labelled, {report["accepted"]} added: the dataset has {size} frames')
         return None
 
     def run_retraining(self):
         futures = {}
-        if 'label' in self.ctx:  # new training labels: a new committee
+        if 'label' in self.ctx and self.ctx.dataset is not None:  # new training labels: a new committee
             inputs = self.exposed_inputs(FinetuneWorkChain, namespace='finetune')
             inputs['training_set'] = self.ctx.dataset
             if self.ctx.parameters['retrain_from'] == 'previous':
@@ -846,7 +853,9 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             'n_selected': 0 if self.ctx.get('selected') is None else self.ctx.selected.num_frames,
             'stop_rule': self.ctx.stop[0] if self.ctx.stop else None,
         }
-        inputs = {'training_set': self.ctx.dataset, 'selection': self.ctx.selection}
+        inputs = {'selection': self.ctx.selection}
+        if self.ctx.dataset is not None:
+            inputs['training_set'] = self.ctx.dataset
         inputs.update({f'model_{key}': model for key, model in self.ctx.committee.items()})
         if self.ctx.held_out is not None:
             inputs['held_out_set'] = self.ctx.held_out
@@ -882,7 +891,8 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
     def results(self):
         for key, model in sorted(self.ctx.committee.items()):
             self.out(f'committee.{key}', model)
-        self.out('training_set', self.ctx.dataset)
+        if self.ctx.dataset is not None:
+            self.out('training_set', self.ctx.dataset)
         if self.ctx.held_out is not None:
             self.out('held_out_set', self.ctx.held_out)
         if self.ctx.calibration is not None:
