@@ -89,6 +89,7 @@ def build_hop(
     seed: int = 0,
     environment: str | None = None,
     moving: int | None = None,
+    near_antisite: bool = False,
 ) -> Hop:
     """The initial and final structures of one Li hop (and the TSH guide ``via``), same atoms in the same order.
 
@@ -96,6 +97,8 @@ def build_hop(
     ``supercell`` (default 4x4x1 hexagonal), ``composition`` (default LiNiO2: ``{'Ni': 1}``), ``x_li`` and ``seed``.
     The hop's vacancies are made by removing Li from the host. ``moving`` forces the index (in the host) of the Li
     that hops; otherwise the first Li whose neighbourhood fits (and whose environment matches) is used.
+    ``near_antisite``: take the hop whose transition point is closest to a Ni on the Li layer (a Ni_Li antisite, from
+    ``build_nmc(..., antisite_fraction=...)``); its distance is recorded as ``info['antisite_distance_A']``.
     """
     if kind not in HOP_KINDS:
         raise ValueError(f'unknown hop kind {kind!r}: use one of {HOP_KINDS}')
@@ -115,6 +118,8 @@ def build_hop(
         raise ValueError('the host holds fewer than 3 Li: no hop can be built')
     a = float(np.sort(np.linalg.norm(_mic_vectors(host, host.positions[li[0]], li[1:]), axis=1))[0])
     candidates = [moving] if moving is not None else list(li)
+    if near_antisite:
+        return _hop_near_antisite(kind, host, candidates, environment)
     for m in candidates:
         if symbols[m] != 'Li':
             raise ValueError(f'atom {m} is {symbols[m]}, not Li')
@@ -138,6 +143,57 @@ def build_hop(
         f'no {kind.upper()} hop found in this host'
         + (f' with a {environment} nearest the transition point' if environment else '')
     )
+
+
+def antisite_indices(atoms) -> np.ndarray:
+    """Indices of Ni on the Li layer (``sublattice == 'li'``): the Ni_Li antisites."""
+    if 'sublattice' not in atoms.arrays:
+        return np.array([], dtype=int)
+    symbols = np.array(atoms.get_chemical_symbols())
+    return np.flatnonzero((symbols == 'Ni') & (np.asarray(atoms.arrays['sublattice']) == 'li'))
+
+
+def _hop_near_antisite(kind, host, candidates, environment) -> Hop:
+    """Every hop of ``kind`` from the candidates, the one whose transition point is closest to a Ni_Li."""
+    antisites = antisite_indices(host)
+    if antisites.size == 0:
+        raise ValueError('near_antisite: the host has no Ni on the Li layer; build it with antisite_fraction > 0')
+    best = None
+    # nearest Li first; the transition point lies within ~2 Å of the moving Li, so farther Li cannot do better
+    li_distance = {
+        int(m): float(np.min(np.linalg.norm(_mic_vectors(host, host.positions[m], antisites), axis=1)))
+        for m in candidates
+    }
+    for m in sorted(candidates, key=lambda i: li_distance[int(i)]):
+        if best is not None and li_distance[int(m)] > best[0] + 2.5:
+            break
+        try:
+            hop = build_hop(kind, host, moving=int(m), environment=environment)
+        except ValueError:
+            continue
+        removed = sorted(hop.info['vacancies_removed_from_host'])
+        point = _transition_point(hop)
+        kept = np.array([i - int(np.searchsorted(removed, i)) for i in antisites if i not in removed])
+        distance = float(np.min(np.linalg.norm(_mic_vectors(hop.initial, point, kept), axis=1)))
+        if best is None or distance < best[0] - 1e-6:
+            best = (distance, hop)
+    if best is None:
+        raise ValueError(f'no {kind.upper()} hop found in this host')
+    distance, hop = best
+    for atoms in (hop.initial, hop.final, hop.via):
+        if atoms is not None:
+            atoms.info['nmcml_hop']['antisite_distance_A'] = distance
+            atoms.info['nmcml_hop']['environment'] = 'Ni_Li'
+    hop.info.update({'antisite_distance_A': distance, 'environment': 'Ni_Li'})
+    return hop
+
+
+def _transition_point(hop) -> np.ndarray:
+    """Edge centre (ODH) or the tetrahedral site (TSH, the moving Li in ``via``)."""
+    m = hop.moving_index
+    if hop.via is not None:
+        return hop.via.positions[m]
+    return (hop.initial.positions[m] + hop.final.positions[m]) / 2  # final = initial + the hop vector, unwrapped
 
 
 def _make_hop(kind, host, m, j, remove, via_point, near_tm, environment, a) -> Hop:

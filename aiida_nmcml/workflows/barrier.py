@@ -1,0 +1,560 @@
+"""``nmcml.barrier``: Li migration barriers of chosen hops, model CI-NEB checked by DFT on the same path.
+
+For every requested hop (oxygen-dumbbell hop ``odh`` into a single vacancy, tetrahedral-site hop ``tsh`` into a
+divacancy) at a Li content ``x_li`` and a local transition-metal environment (``Ni``: Ni-rich, ``Mn``/``Co``: that TM
+nearest the transition point, ``Ni_Li``: the hop nearest a Ni on the Li layer, ``any``: the first hop found):
+
+1. ``build_hops`` (calcfunction, :func:`aiida_nmcml.hops.build_hop`) makes the end points (and the TSH guide ``via``)
+   in a layered Li_x NMC supercell, with the builder's starting moments and sublattice labels;
+2. one ``nmcml.neb`` per hop: the cell relaxed by the model at that x (``relax_cell``; the TSH barrier follows the
+   Li slab spacing c), end points relaxed, IDPP path, NEB then climbing-image NEB; the whole committee evaluates the
+   final images (barrier spread and per-image force deviation);
+3. optional DFT check: one ``nmcml.label`` with every image of every hop as a single point. Every image starts from
+   the *same* moments (those of the initial structure: the images carry them, ``image_structures``), and the Ni
+   moments of each image are classed and compared with image 0's: an image whose pattern changes is flagged
+   (science review 8.3: a jump of the charge localisation gives a fake barrier);
+4. optional zero-shot universal potential (``nmcml.evaluate`` with ``universal_potential``, e.g. CHGNet) on the same
+   images: un-fine-tuned models tend to underestimate barriers (REFERENCES.md: LiNiO2 ODH, MACE-MP-0 0.363 vs DFT
+   0.451 eV). Where the potential is not installed (exit 230) the table says so and the work chain goes on;
+5. ``barrier_table`` (calcfunction): per hop the model barrier, the DFT barrier on the model path, the zero-shot
+   barrier, their differences, per-image energies relative to the initial image, committee spread and flags.
+
+Not done: a full DFT CI-NEB with QE's neb.x (``quantumespresso.neb``) for a subset. The DFT numbers here are single
+points on the model path, so the DFT barrier is that of the model's path, not DFT's own minimum energy path.
+
+Outputs (stable link labels, read by the campaign report): ``table`` (Dict, one row per hop key), ``hops.<key>.images``
+(TrajectoryData with energies), ``hops.<key>.transition_state``, ``hops.<key>.neb`` (the NEB summary Dict),
+``labelled`` (TrainingSet of the DFT single points, ``info['label_key'] = '<key>__image_NN'``),
+``zero_shot_predictions`` (ArrayData of nmcml.evaluate). With ``group_label`` C, the table, images, transition states
+and labels are added to the group ``C/barriers``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from aiida import orm
+from aiida.engine import ToContext, WorkChain, calcfunction, if_
+from aiida.orm.nodes.data.base import to_aiida_type
+
+from ..calculations.evaluate import EvaluateCalculation
+from ..calculations.neb import NebCalculation
+from ..common import exit_codes
+from ..common.schema import Field, Section
+from ..protocols import ProtocolMixin
+from .label import LabelWorkChain
+
+HOP_KINDS = ('odh', 'tsh')
+ENVIRONMENTS = ('any', 'Ni', 'Mn', 'Co', 'Ni_Li')
+GROUP_SUFFIX = 'barriers'
+
+HOP = Section(
+    {
+        'kind': Field(str, choices=HOP_KINDS, help='odh: single vacancy, O-O edge; tsh: divacancy, tetrahedral site'),
+        'x_li': Field(float, default=1.0, min=0.0, max=1.0, help='Li content of the host before the hop vacancies'),
+        'environment': Field(
+            str,
+            default='any',
+            choices=ENVIRONMENTS,
+            help='TM nearest the transition point (Ni-rich, Mn/Co adjacent), or Ni_Li: a Ni antisite nearby',
+        ),
+    }
+)
+
+
+def _check_hops(hops) -> str | None:
+    errors = []
+    for index, hop in enumerate(hops):
+        if not isinstance(hop, dict):
+            errors.append(f'parameters.hops[{index}]: a dict {{kind, x_li, environment}}, not {hop!r}')
+            continue
+        errors.extend(HOP.errors(hop, f'parameters.hops[{index}]'))
+    if errors:
+        return '; '.join(errors)
+    keys = [hop_key(HOP.with_defaults(h)) for h in hops]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    return f'parameters.hops: the same hop twice: {duplicates}' if duplicates else None
+
+
+def _check_supercell(value) -> str | None:
+    if isinstance(value, int):
+        return None if value >= 8 else 'parameters.supercell: at least 8 atoms'
+    if len(value) != 3 or not all(isinstance(n, int) and n >= 1 for n in value):
+        return 'parameters.supercell: a number of atoms, or three positive hexagonal repeats [n1, n2, n3]'
+    return None
+
+
+def _check_bounds(value) -> str | None:
+    if len(value) != 2 or not 0 < value[0] < value[1]:
+        return 'parameters.ni_moment_bounds: two increasing positive moments [Ni4+|Ni3+, Ni3+|Ni2+] in µB'
+    return None
+
+
+PARAMETERS = Section(
+    {
+        'supercell': Field(
+            (int, list),
+            default=[5, 4, 1],
+            check=_check_supercell,
+            help='hexagonal repeats [n1, n2, n3] (5 4 1: 240 sites, 60 TM: exact NMC811) or a number of atoms',
+        ),
+        'composition': Field(dict, default={'Ni': 0.8, 'Mn': 0.1, 'Co': 0.1}, help='TM fractions'),
+        'seed': Field(int, default=0, min=0, help='TM order and vacancies of the hosts'),
+        'antisite_pairs': Field(int, default=1, min=1, help='Li/Ni exchanges in the host of Ni_Li hops'),
+        'hops': Field(list, min_length=1, check=_check_hops, help='[{kind, x_li, environment}, ...]'),
+        'ni_moment_bounds': Field(
+            list, default=[0.5, 1.35], items=float, check=_check_bounds, unit='µB', help='Ni4+|Ni3+|Ni2+ classes'
+        ),
+    }
+)
+
+
+def hop_key(hop: dict) -> str:
+    """Link-label-safe key of one hop: ``odh_ni_x1_0000``, ``tsh_ni_li_x0_5000``."""
+    x = f'{float(hop["x_li"]):.4f}'.replace('.', '_')
+    return f'{hop["kind"]}_{hop["environment"].lower()}_x{x}'
+
+
+def plan_hops(parameters: dict) -> dict:
+    """Build every requested hop (no AiiDA): ``{key: aiida_nmcml.hops.Hop}``. Raises ValueError naming the hop."""
+    from ..hops import build_hop, hexagonal_supercell
+    from ..structures import NmcLattice, build_nmc
+
+    params = PARAMETERS.with_defaults(parameters)
+    supercell = params['supercell']
+    matrix = supercell if isinstance(supercell, int) else hexagonal_supercell(*supercell)
+    hosts: dict = {}
+    hops = {}
+    for hop in params['hops']:
+        hop = HOP.with_defaults(hop)
+        antisite = hop['environment'] == 'Ni_Li'
+        host_key = (float(hop['x_li']), antisite)
+        if host_key not in hosts:
+            fraction = 0.0
+            if antisite:
+                n_li_sites = int(np.sum(NmcLattice.from_supercell(matrix).sublattice == 'li'))
+                fraction = params['antisite_pairs'] / n_li_sites
+            hosts[host_key] = build_nmc(
+                matrix,
+                x_li=float(hop['x_li']),
+                composition=params['composition'],
+                seed=params['seed'],
+                antisite_fraction=fraction,
+            )
+        environment = None if hop['environment'] in ('any', 'Ni_Li') else hop['environment']
+        try:
+            hops[hop_key(hop)] = build_hop(
+                hop['kind'], hosts[host_key], environment=environment, near_antisite=antisite
+            )
+        except ValueError as exc:
+            raise ValueError(f'hop {hop_key(hop)}: {exc} (try another seed, x_li or environment)') from exc
+    return hops
+
+
+@calcfunction
+def build_hops(parameters: orm.Dict):
+    """End points (``<key>__initial``/``__final``), TSH guides (``<key>__via``) and ``hop_info`` of every hop."""
+    from ..structures import to_structure_data
+
+    outputs = {}
+    info = {}
+    for key, hop in plan_hops(parameters.get_dict()).items():
+        outputs[f'{key}__initial'] = to_structure_data(hop.initial)
+        outputs[f'{key}__final'] = to_structure_data(hop.final)
+        if hop.via is not None:
+            outputs[f'{key}__via'] = to_structure_data(hop.via)
+        info[key] = {k: v for k, v in hop.info.items()}
+    outputs['hop_info'] = orm.Dict(info)
+    return outputs
+
+
+@calcfunction
+def images_to_frames(**structures):
+    """The model's images of every hop as one TrainingSet (``info['image_key']``) for the zero-shot evaluation."""
+    from ..data.trainingset import TrainingSet
+    from ..structures import from_structure_data
+
+    frames = []
+    for key in sorted(structures):
+        atoms = from_structure_data(structures[key])
+        atoms.info = {'image_key': key}
+        frames.append(atoms)
+    return TrainingSet.from_frames(frames)
+
+
+def _split_key(key: str) -> tuple[str, int]:
+    hop, image = key.rsplit('__image_', 1)
+    return hop, int(image)
+
+
+@calcfunction
+def barrier_table(settings: orm.Dict, **kwargs):
+    """One row per hop (see :mod:`aiida_nmcml.analysis.barriers`), from the NEB summaries (``neb__<key>``), the DFT
+    frames (``labelled``), and the zero-shot frames and predictions (``zero_shot_frames``/``zero_shot_predictions``).
+    """
+    from ..analysis.barriers import barrier_row
+
+    settings = settings.get_dict()
+    labelled = kwargs.pop('labelled', None)
+    zero_frames = kwargs.pop('zero_shot_frames', None)
+    zero_predictions = kwargs.pop('zero_shot_predictions', None)
+    dft: dict = {}
+    moments: dict = {}
+    if labelled is not None:
+        for atoms in labelled.get_frames():
+            hop, image = _split_key(str(atoms.info['label_key']))
+            dft.setdefault(hop, {})[image] = float(atoms.info['REF_energy'])
+            if 'REF_magmoms' in atoms.arrays:
+                ni = np.array(atoms.get_chemical_symbols()) == 'Ni'
+                moments.setdefault(hop, {})[image] = np.asarray(atoms.arrays['REF_magmoms'], dtype=float)[ni]
+    zero: dict = {}
+    if zero_frames is not None and zero_predictions is not None:
+        energies = zero_predictions.get_array('energy')
+        for atoms, energy in zip(zero_frames.get_frames(), energies, strict=True):
+            hop, image = _split_key(str(atoms.info['image_key']))
+            zero.setdefault(hop, {})[image] = float(energy)
+    table = {}
+    for name, params in sorted(kwargs.items()):
+        key = name.removeprefix('neb__')
+        row = barrier_row(
+            params.get_dict(),
+            dft_energies=dft.get(key, {}) if settings.get('dft') else None,
+            ni_moments=moments.get(key),
+            zero_shot_energies=zero.get(key, {}) if settings.get('zero_shot') else None,
+            bounds=tuple(settings['ni_moment_bounds']),
+        )
+        row.update(settings['hop_info'].get(key, {}))
+        row['hop'] = key
+        if settings.get('zero_shot_unavailable'):
+            row['zero_shot_note'] = settings['zero_shot_unavailable']
+        table[key] = row
+    for key, reason in settings.get('failed', {}).items():
+        table[key] = {'hop': key, **settings['hop_info'].get(key, {}), 'failed': reason, 'flags': [reason]}
+    return orm.Dict(table)
+
+
+def validate_parameters(value, _):
+    if value is None:
+        return None
+    params = value.get_dict()
+    errors = PARAMETERS.errors(params, 'parameters')
+    if errors:
+        return '\n'.join(errors)
+    try:
+        plan_hops(params)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def validate_inputs(inputs, _):
+    if 'dft' in inputs and inputs['dft'] and 'code' not in inputs['dft']:
+        return 'the `dft` namespace needs code, engine and settings (get_builder_from_protocol(dft_code=...))'
+    zero = inputs.get('zero_shot')
+    if zero and 'universal_potential' not in zero:
+        return 'the `zero_shot` namespace needs `universal_potential` (e.g. chgnet)'
+    return None
+
+
+class BarrierWorkChain(ProtocolMixin, WorkChain):
+    """Model CI-NEB of ODH/TSH hops -> DFT single points on the model path (same moments, Ni check) -> zero-shot."""
+
+    _protocol_filename = 'barrier.yaml'
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.expose_inputs(
+            NebCalculation,
+            namespace='neb',
+            exclude=('initial_structure', 'final_structure', 'via_structure'),
+            namespace_options={'help': 'Inputs of nmcml.neb: code, models (the committee), parameters, device.'},
+        )
+        spec.input(
+            'parameters',
+            valid_type=orm.Dict,
+            serializer=to_aiida_type,
+            validator=validate_parameters,
+            help='Hops and hosts (schema PARAMETERS): supercell, composition, seed, antisite_pairs, hops, '
+            'ni_moment_bounds.',
+        )
+        spec.expose_inputs(
+            LabelWorkChain,
+            namespace='dft',
+            exclude=('structures', 'frames'),
+            namespace_options={
+                'required': False,
+                'populate_defaults': False,
+                'help': 'Inputs of nmcml.label for the DFT single points on the model images; absent: no DFT check.',
+            },
+        )
+        spec.inputs['dft'].validator = None  # it demands structures, which come from the NEB images
+        spec.expose_inputs(
+            EvaluateCalculation,
+            namespace='zero_shot',
+            exclude=('frames', 'models'),
+            namespace_options={
+                'required': False,
+                'populate_defaults': False,
+                'help': 'Inputs of nmcml.evaluate with a universal_potential (chgnet) for the zero-shot barrier.',
+            },
+        )
+        spec.input(
+            'group_label',
+            valid_type=str,
+            non_db=True,
+            required=False,
+            help='Campaign name C: the table, images, transition states and labels go to the group C/barriers.',
+        )
+        spec.inputs.validator = validate_inputs
+        spec.outline(
+            cls.setup,
+            cls.run_neb,
+            cls.inspect_neb,
+            if_(cls.should_run_dft)(cls.run_dft, cls.inspect_dft),
+            if_(cls.should_run_zero_shot)(cls.run_zero_shot, cls.inspect_zero_shot),
+            cls.results,
+        )
+        spec.output('table', valid_type=orm.Dict, required=False, help='Per hop key: model/DFT/zero-shot barriers.')
+        spec.output_namespace(
+            'hops', dynamic=True, required=False, help='Per hop key: images, transition_state, neb (summary).'
+        )
+        spec.output('labelled', valid_type=orm.Data, required=False, help='DFT single points (TrainingSet).')
+        spec.output('zero_shot_predictions', valid_type=orm.ArrayData, required=False, help='nmcml.evaluate arrays.')
+        exit_codes.declare(
+            spec,
+            'ERROR_BARRIER_NEB_FAILED',
+            'ERROR_BARRIER_DFT_FAILED',
+            'ERROR_BARRIER_ZERO_SHOT_FAILED',
+            'ERROR_BARRIER_INCOMPLETE',
+        )  # docs/dev/exit_codes.md
+
+    @classmethod
+    def get_builder_from_protocol(
+        cls,
+        engine_code,
+        models=None,
+        protocol=None,
+        overrides=None,
+        *,
+        dft_code=None,
+        dft_engine: str = 'qe',
+        group_label: str | None = None,
+    ):
+        """A builder from ``barrier.yaml``; ``overrides`` may set any key of it, plus ``label`` (nmcml.label protocol
+        overrides). ``dft_code``: pw.x (or VASP) for the DFT check; without it there is none. ``zero_shot`` (protocol
+        key, e.g. ``chgnet``; ``None`` to skip) runs on ``engine_code``."""
+        overrides = dict(overrides or {})
+        label_overrides = overrides.pop('label', None)
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        # a composition is replaced, not merged: {Ni: 1.0} means LiNiO2, not Ni 1.0 + the default's Mn and Co
+        level = cls._load_protocol_file()['protocols'][protocol or cls.get_default_protocol()]
+        for source in (level, overrides):
+            composition = (source.get('parameters') or {}).get('composition')
+            if composition is not None:
+                inputs['parameters']['composition'] = dict(composition)
+        builder = cls.get_builder()
+        builder.parameters = orm.Dict(inputs['parameters'])
+        neb = inputs['neb']
+        builder.neb.code = engine_code
+        builder.neb.parameters = orm.Dict(neb['parameters'])
+        builder.neb.device = orm.Str(neb['device'])
+        if models:
+            builder.neb.models = models if isinstance(models, dict) else {f'm{i}': m for i, m in enumerate(models)}
+        for key, value in neb.get('metadata', {}).get('options', {}).items():
+            builder.neb.metadata.options[key] = value
+        if dft_code is not None:
+            label = LabelWorkChain.get_builder_from_protocol(
+                dft_code, engine=dft_engine, protocol=inputs['label_protocol'], overrides=label_overrides
+            )
+            for key in ('code', 'engine', 'settings', 'min_success_fraction'):
+                builder.dft[key] = label[key]
+        if inputs.get('zero_shot'):
+            builder.zero_shot.code = engine_code
+            builder.zero_shot.universal_potential = orm.Str(inputs['zero_shot'])
+            builder.zero_shot.device = orm.Str(neb['device'])
+        if group_label:
+            builder.group_label = group_label
+        return builder
+
+    def setup(self):
+        outputs = build_hops(self.inputs.parameters)
+        self.ctx.hop_info = outputs['hop_info'].get_dict()
+        self.ctx.hop_structures = outputs
+        self.ctx.keys = sorted(self.ctx.hop_info)
+        self.ctx.failed = {}
+        self.ctx.group_nodes = []
+        for key in self.ctx.keys:
+            info = self.ctx.hop_info[key]
+            self.report(
+                f'hop {key}: {info["formula"]}, moving Li {info["moving_index"]}, TM nearest the transition point '
+                f'{info["nearest_tm_to_transition_point"]}'
+            )
+
+    def run_neb(self):
+        children = {}
+        for key in self.ctx.keys:
+            inputs = self.exposed_inputs(NebCalculation, namespace='neb')
+            inputs['initial_structure'] = self.ctx.hop_structures[f'{key}__initial']
+            inputs['final_structure'] = self.ctx.hop_structures[f'{key}__final']
+            if f'{key}__via' in self.ctx.hop_structures:
+                inputs['via_structure'] = self.ctx.hop_structures[f'{key}__via']
+            inputs['metadata'] = {**inputs.get('metadata', {}), 'call_link_label': f'neb_{key}'}
+            node = self.submit(NebCalculation, **inputs)
+            self.report(f'submitted NebCalculation<{node.pk}> for hop {key}')
+            children[f'neb_{key}'] = node
+        return ToContext(**children)
+
+    def inspect_neb(self):
+        """A converged NEB or one that stopped with its images attached (740) is usable; others fail their hop."""
+        not_converged = NebCalculation.exit_codes.ERROR_NEB_NOT_CONVERGED.status
+        self.ctx.usable = []
+        for key in self.ctx.keys:
+            node = self.ctx[f'neb_{key}']
+            usable = (node.is_finished_ok or node.exit_status == not_converged) and all(
+                name in node.outputs for name in ('output_parameters', 'images', 'image_structures')
+            )
+            if not usable:
+                reason = f'model NEB failed: NebCalculation<{node.pk}> exit {node.exit_status}: {node.exit_message}'
+                self.ctx.failed[key] = reason
+                self.report(f'hop {key}: {reason}')
+                continue
+            summary = node.outputs.output_parameters.get_dict()
+            self.report(
+                f'hop {key}: model barrier {summary["barrier_forward"]:.3f} eV (climbing image '
+                f'{summary.get("climbing_image")}, committee spread {summary.get("committee", {}).get("barrier_std")})'
+                + ('' if node.is_finished_ok else ', NOT converged (740): images used anyway, flagged')
+            )
+            self.ctx.usable.append(key)
+            self.out(f'hops.{key}.images', node.outputs.images)
+            self.out(f'hops.{key}.neb', node.outputs.output_parameters)
+            self.ctx.group_nodes.extend([node.outputs.images.uuid, node.outputs.output_parameters.uuid])
+            if 'transition_state' in node.outputs:
+                self.out(f'hops.{key}.transition_state', node.outputs.transition_state)
+                self.ctx.group_nodes.append(node.outputs.transition_state.uuid)
+        if not self.ctx.usable:
+            return self.exit_codes.ERROR_BARRIER_NEB_FAILED.format(reasons='; '.join(self.ctx.failed.values()))
+        return None
+
+    def _image_structures(self) -> dict:
+        structures = {}
+        for key in self.ctx.usable:
+            for name, structure in self.ctx[f'neb_{key}'].outputs.image_structures.items():
+                structures[f'{key}__{name}'] = structure
+        return structures
+
+    def should_run_dft(self):
+        return 'dft' in self.inputs and 'code' in self.inputs.dft
+
+    def run_dft(self):
+        """All images of all hops in one nmcml.label: the daemon runs them concurrently. Each starts from the moments
+        of its hop's initial structure (carried by the image), so the DFT path starts alike everywhere."""
+        inputs = self.exposed_inputs(LabelWorkChain, namespace='dft')
+        inputs['structures'] = self._image_structures()
+        inputs['metadata'] = {'call_link_label': 'dft_check'}
+        node = self.submit(LabelWorkChain, **inputs)
+        self.report(f'submitted LabelWorkChain<{node.pk}> for {len(inputs["structures"])} DFT single points')
+        return ToContext(dft=node)
+
+    def inspect_dft(self):
+        node = self.ctx.dft
+        if 'labelled' in node.outputs:
+            self.out('labelled', node.outputs.labelled)
+        if not node.is_finished_ok:
+            self.ctx.dft_failed = node.exit_status
+            self.report(f'DFT check LabelWorkChain<{node.pk}> failed: exit {node.exit_status} {node.exit_message}')
+
+    def should_run_zero_shot(self):
+        return 'zero_shot' in self.inputs and 'universal_potential' in self.inputs.zero_shot
+
+    def run_zero_shot(self):
+        from ..engine.teacher import teacher_available
+
+        name = self.inputs.zero_shot.universal_potential.value
+        computer = self.inputs.zero_shot.code.computer
+        if computer is not None and computer.transport_type == 'core.local' and not teacher_available(name):
+            self.ctx.zero_shot_unavailable = f'zero-shot potential {name} is not installed on {computer.label}'
+            self.report(self.ctx.zero_shot_unavailable + ': no zero-shot barrier')
+            return None
+        self.ctx.zero_shot_frames = images_to_frames(**self._image_structures())
+        inputs = self.exposed_inputs(EvaluateCalculation, namespace='zero_shot')
+        inputs['frames'] = self.ctx.zero_shot_frames
+        inputs['metadata'] = {**inputs.get('metadata', {}), 'call_link_label': 'zero_shot'}
+        node = self.submit(EvaluateCalculation, **inputs)
+        self.report(f'submitted EvaluateCalculation<{node.pk}> ({name}, zero-shot) on the model images')
+        return ToContext(zero_shot=node)
+
+    def inspect_zero_shot(self):
+        node = self.ctx.get('zero_shot')
+        if node is None:  # not installed here: skipped in run_zero_shot
+            return
+        unavailable = exit_codes.TABLE['ERROR_TEACHER_UNAVAILABLE'].status
+        if node.is_finished_ok and 'predictions' in node.outputs:
+            self.out('zero_shot_predictions', node.outputs.predictions)
+        elif node.exit_status == unavailable:
+            self.ctx.zero_shot_unavailable = f'zero-shot potential not available: {node.exit_message}'
+            self.report(self.ctx.zero_shot_unavailable)
+        else:
+            self.ctx.zero_shot_failed = node.exit_status
+            self.report(f'zero-shot EvaluateCalculation<{node.pk}> failed: exit {node.exit_status}')
+
+    def results(self):
+        zero_ok = 'zero_shot_predictions' in self.outputs
+        settings = {
+            'hop_info': self.ctx.hop_info,
+            'failed': self.ctx.failed,
+            'dft': self.should_run_dft(),
+            'zero_shot': zero_ok,
+            'zero_shot_unavailable': self.ctx.get('zero_shot_unavailable'),
+            'ni_moment_bounds': self.inputs.parameters.get_dict().get('ni_moment_bounds', [0.5, 1.35]),
+        }
+        kwargs = {f'neb__{key}': self.ctx[f'neb_{key}'].outputs.output_parameters for key in self.ctx.usable}
+        if 'labelled' in self.outputs:
+            kwargs['labelled'] = self.outputs['labelled']
+        if zero_ok:
+            kwargs['zero_shot_frames'] = self.ctx.zero_shot_frames
+            kwargs['zero_shot_predictions'] = self.outputs['zero_shot_predictions']
+        table = barrier_table(settings=orm.Dict(settings), metadata={'call_link_label': 'barrier_table'}, **kwargs)
+        self.out('table', table)
+        incomplete = self._report_table(table.get_dict())
+        self._add_to_group()
+        if self.ctx.get('dft_failed') is not None:
+            return self.exit_codes.ERROR_BARRIER_DFT_FAILED.format(status=self.ctx.dft_failed)
+        if self.ctx.get('zero_shot_failed') is not None:
+            return self.exit_codes.ERROR_BARRIER_ZERO_SHOT_FAILED.format(status=self.ctx.zero_shot_failed)
+        if incomplete:
+            return self.exit_codes.ERROR_BARRIER_INCOMPLETE.format(details='; '.join(incomplete))
+        return None
+
+    def _report_table(self, table: dict) -> list[str]:
+        """One report line per hop; returns what makes the table incomplete (failed/unconverged NEB, missing DFT)."""
+        incomplete = []
+
+        def fmt(value):
+            return 'n/a' if value is None else f'{value:.3f}'
+
+        for key, row in sorted(table.items()):
+            if 'failed' in row:
+                incomplete.append(f'{key}: {row["failed"]}')
+                continue
+            dft = (row.get('dft') or {}).get('barrier')
+            zero = (row.get('zero_shot') or {}).get('barrier')
+            self.report(
+                f'hop {key}: model {fmt(row["model"]["barrier"])} eV, DFT on the model path {fmt(dft)} eV, '
+                f'zero-shot {fmt(zero)} eV' + (f'; flags: {" | ".join(row["flags"])}' if row['flags'] else '')
+            )
+            if not row['model']['converged']:
+                incomplete.append(f'{key}: model NEB not converged')
+            if row.get('dft') and row['dft']['missing_images']:
+                incomplete.append(f'{key}: no DFT for images {row["dft"]["missing_images"]}')
+        return incomplete
+
+    def _add_to_group(self):
+        if 'group_label' not in self.inputs:
+            return
+        label = f'{self.inputs.group_label}/{GROUP_SUFFIX}'
+        group, _ = orm.Group.collection.get_or_create(label)
+        nodes = [self.outputs['table']] + [orm.load_node(uuid) for uuid in self.ctx.group_nodes]
+        if 'labelled' in self.outputs:
+            nodes.append(self.outputs['labelled'])
+        group.add_nodes(nodes)
+        self.report(f'added {len(nodes)} nodes to group {label}')
