@@ -712,17 +712,18 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         futures = {}
         tag = iteration_key(self.ctx.iteration)
         if self.ctx.selected is not None:
-            futures['label'] = self.submit(
-                LabelWorkChain, **base, frames=self.ctx.selected, metadata={'call_link_label': f'label_{tag}'}
-            )
+            futures['label'] = self.submit_label(base, self.ctx.selected, f'label_{tag}')
             self.ctx.n_dft += self.ctx.selected.num_frames
         if self.ctx.new_held_out is not None:
-            futures['label_held_out'] = self.submit(
-                LabelWorkChain, **base, frames=self.ctx.new_held_out, metadata={'call_link_label': 'label_held_out'}
-            )
+            futures['label_held_out'] = self.submit_label(base, self.ctx.new_held_out, 'label_held_out')
             self.ctx.n_dft += self.ctx.new_held_out.num_frames
         self.report(f'labelling: {", ".join(f"{k}<{v.pk}>" for k, v in futures.items())}')
         return ToContext(**futures)
+
+    def submit_label(self, base: dict, frames, link_label: str):
+        inputs = {**base, 'frames': frames}
+        inputs['metadata'] = {**base.get('metadata', {}), 'call_link_label': link_label}
+        return self.submit(LabelWorkChain, **inputs)
 
     def inspect_labelling(self):
         check = orm.Dict({k: self.ctx.parameters[k] for k in ('magnetic_check', 'magnetic_tolerance')})

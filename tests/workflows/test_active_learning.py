@@ -237,3 +237,66 @@ def test_inputs_refused_before_submission(nmcml_codes, tiny_foundation_model):
     assert 'no calibration' in refused(build([model, model], trust_lower=None))
     with pytest.raises(ValueError, match="did you mean 'max_iterations'"):  # the port validator, at build time
         build([model, model], max_iteration=3)
+
+
+# ------------------------------------------------------------------------------- steps on mocked children
+@pytest.fixture
+def loop(nmcml_codes, tiny_foundation_model):
+    """The work chain after ``setup``, instantiated (not run) from the demo protocol."""
+    from aiida.engine.utils import instantiate_process
+    from aiida.manage import get_manager
+
+    from aiida_nmcml.data.model import MaceModel
+    from aiida_nmcml.structures import build_nmc, to_structure_data
+
+    model = MaceModel.get_or_create(tiny_foundation_model)
+    builder = ActiveLearningWorkChain.get_builder_from_protocol(
+        engine_code=nmcml_codes['engine'], dft_code=nmcml_codes['pw'], train_code=nmcml_codes['mace_train'],
+        committee=[model, model], structures={'a': to_structure_data(build_nmc(40, seed=0))}, foundation_model=model,
+        protocol='demo', overrides={'parameters': {'temperatures_K': [300.0, 900.0]},
+                                    'label': {'qe': {'pseudo_family': nmcml_codes['pseudo_family']}}},
+    )  # fmt: skip
+    process = instantiate_process(get_manager().get_runner(), builder)
+    process.setup()
+    assert process.should_iterate() and process.ctx.iteration == 1
+    process.ctx.conditions = process.conditions()
+    return process
+
+
+def _md_child(exit_status: int, trajectory=None):
+    """A finished nmcml.md.base node with ``exit_status`` and, optionally, its exposed ``trajectory``."""
+    from aiida.common.links import LinkType
+    from aiida.engine import ProcessState
+
+    node = orm.WorkflowNode(process_type='aiida.workflows:nmcml.md.base')
+    node.set_process_state(ProcessState.FINISHED)
+    node.set_exit_status(exit_status)
+    node.store()
+    if trajectory is not None:
+        trajectory.store()
+        trajectory.base.links.add_incoming(node, LinkType.RETURN, 'trajectory')
+    node.seal()
+    return node
+
+
+def test_exploration_keeps_frames_of_stopped_runs(loop):
+    """A run ended by the uncertainty stop rule (710) gives its frames; a failed run without them is reported."""
+    assert list(loop.ctx.conditions) == ['traj_0', 'traj_1']
+    assert [c['condition'] for c in loop.ctx.conditions.values()] == ['a_T300', 'a_T900']
+    assert loop.ctx.conditions['traj_0']['x'] == 1.0
+    loop.ctx.md_traj_0 = _md_child(710, _trajectory([0.1, 0.2]))
+    loop.ctx.md_traj_1 = _md_child(550)  # killed without a checkpoint: nothing to harvest
+    assert loop.inspect_exploration() is None
+    assert list(loop.ctx.trajectories) == ['traj_0']
+    loop.ctx.md_traj_0 = _md_child(350)
+    assert loop.inspect_exploration().status == 570
+
+
+def test_budget_rules_stop_before_an_iteration(loop):
+    loop.ctx.stop = None
+    loop.ctx.iteration = loop.ctx.parameters['max_iterations']
+    assert not loop.should_iterate()
+    assert loop.ctx.stop[:2] == ('max_iterations', 'ERROR_AL_MAX_ITERATIONS')
+    loop.ctx.stop, loop.ctx.iteration, loop.ctx.n_dft = None, 0, loop.ctx.parameters['max_dft_labels']
+    assert not loop.should_iterate()
+    assert loop.ctx.stop[:2] == ('max_dft_labels', 'ERROR_AL_DFT_BUDGET')
