@@ -52,12 +52,37 @@ def sha256_file(path: str | os.PathLike) -> str:
     return sha256sum(path)
 
 
+class CompiledModelError(ValueError):
+    """A compiled (TorchScript) MACE model was given where the plain ``.model`` file is needed."""
+
+
+def is_torchscript(data: bytes) -> bool:
+    """True for a TorchScript archive (``torch.jit.save``, e.g. mace's ``*_compiled.model``), without loading it.
+
+    Both formats are zip files; only TorchScript has ``code/`` (the compiled Python) and ``constants.pkl``.
+    """
+    import zipfile
+
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return False
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    return any('/code/' in name or name.endswith('/constants.pkl') for name in names)
+
+
 def read_model_metadata(data: bytes) -> dict:
     """Unpickle a model from ``data`` (already hashed by the caller) and return what the node records about it.
 
     Only call this on bytes whose sha256 has been computed and will be stored with them: then whatever was loaded is
-    exactly what provenance identifies.
+    exactly what provenance identifies. A compiled (TorchScript) model is refused before anything is loaded: torch
+    would hand it to ``torch.jit.load`` and fail deep inside with a bare ``NotImplementedError``.
     """
+    if is_torchscript(data):
+        raise CompiledModelError(
+            'this is a compiled (TorchScript) MACE model, e.g. the `compiled_model` output of nmcml.mace.train '
+            '(*_compiled.model): MaceModel holds the plain .model file (the `model` output), which the engine, '
+            'fine-tuning and load_model need. Use the compiled file directly, e.g. '
+            "MACECalculator(model_paths=path, model_type='MACE') outside this plugin."
+        )
     import mace  # noqa: F401  (registers the classes the pickle refers to)
     import torch
     from ase.data import chemical_symbols

@@ -62,6 +62,20 @@ def test_not_a_model_is_refused(tmp_path):
         MaceModel.from_file(junk)
 
 
+def test_compiled_model_is_refused_with_a_clear_error(tmp_path):
+    """A TorchScript archive (mace's *_compiled.model) is refused before torch loads it (it used to raise a bare
+    NotImplementedError from deep inside torch.load). A scripted module stands in: same archive format."""
+    import torch
+
+    from aiida_nmcml.data.model import CompiledModelError, MaceModel, is_torchscript
+
+    path = tmp_path / 'member_compiled.model'
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    assert is_torchscript(path.read_bytes())
+    with pytest.raises(CompiledModelError, match=r'compiled \(TorchScript\) MACE model.*`model` output'):
+        MaceModel.from_file(path)
+
+
 def test_named_model_offline_gives_clear_error(tmp_path, monkeypatch):
     """A name with nothing cached, offline: the error says which file to copy where (no silent fallback).
 
@@ -86,16 +100,20 @@ def test_named_model_offline_gives_clear_error(tmp_path, monkeypatch):
 
 
 def test_named_model_from_cache(tiny_foundation_model, tmp_path, monkeypatch):
-    """A cached file under the name mace-torch uses is picked up offline and tagged with the foundation name."""
+    """A cached file under the name mace-torch uses is picked up offline; new bytes are tagged with the foundation name,
+    known bytes reuse their node (deduplication by hash)."""
     from aiida_nmcml.data.model import foundation_model_cache_path
 
     monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
     cached = foundation_model_cache_path('mace-omat-0-medium')
     cached.parent.mkdir(parents=True)
-    data = bytearray(tiny_foundation_model.read_bytes())
-    cached.write_bytes(bytes(data))
+    cached.write_bytes(tiny_foundation_model.read_bytes())
     node = resolve_foundation_model('mace-omat-0-medium', store=False)
     assert node.sha256 == sha256_file(cached)
+    if node.is_stored:  # these bytes were stored before in this profile: deduplicated, the first node is reused
+        assert node.pk == MaceModel.find_by_hash(node.sha256).pk
+    else:  # first time: tagged with the foundation name
+        assert node.source == 'foundation:mace-omat-0-medium'
 
 
 def test_unknown_name(tmp_path):
