@@ -136,6 +136,12 @@ _ENTRIES = (
         330, 'ERROR_MIXED_LABELS', 'The labelled frames could not form a TrainingSet: {message}',
         ('nmcml.teacher.label',),
     ),
+    ExitCodeEntry(
+        340, 'ERROR_HUBBARD_U_NOT_APPLIED',
+        'The DFT code finished but did not apply the Hubbard U requested; the label is refused: {message}',
+        ('nmcml.label', 'NmcmlPwBaseWorkChain', 'NmcmlVaspWorkChain'),
+        remedy='none on purpose (the inputs are right, the code ignored them): the frame is listed in `failures`',
+    ),
     ExitCodeEntry(350, 'ERROR_TRAINING_FAILED', 'mace_run_train produced no model: {detail}', TRAIN),
     ExitCodeEntry(
         399, 'ERROR_ENGINE_INTERNAL', 'The engine crashed: {message}', ENGINE,
@@ -212,12 +218,6 @@ _ENTRIES = (
         ('nmcml.diffusion',),
     ),
     ExitCodeEntry(
-        570, 'ERROR_AL_EXPLORATION_FAILED',
-        'iteration {iteration}: no exploration MD gave frames ({message}); see the nmcml.md.base reports.',
-        ('nmcml.active_learning',),
-    ),
-    ExitCodeEntry(
-    ExitCodeEntry(
         580, 'ERROR_BARRIER_NEB_FAILED',
         'no hop has a usable model NEB (every nmcml.neb failed): {reasons}', ('nmcml.barrier',),
     ),
@@ -231,6 +231,12 @@ _ENTRIES = (
         'the zero-shot universal-potential evaluation (nmcml.evaluate) failed (exit {status}); the table holds the '
         'model and DFT barriers', ('nmcml.barrier',),
     ),
+    ExitCodeEntry(
+        570, 'ERROR_AL_EXPLORATION_FAILED',
+        'iteration {iteration}: no exploration MD gave frames ({message}); see the nmcml.md.base reports.',
+        ('nmcml.active_learning',),
+    ),
+    ExitCodeEntry(
         571, 'ERROR_AL_LABELLING_FAILED', 'iteration {iteration}: nmcml.label failed (exit {status}): {message}',
         ('nmcml.active_learning',),
     ),
@@ -295,15 +301,15 @@ _ENTRIES = (
         remedy='none: the runs were flagged (outside the trust band, TM migration, O-O contact) or failed; see `table`',
     ),
     ExitCodeEntry(
+        780, 'ERROR_BARRIER_INCOMPLETE',
+        'barrier table attached, but incomplete: {details}', ('nmcml.barrier',),
+        remedy='none: hops whose NEB failed or did not converge, and images without DFT, are marked in `table`',
+    ),
+    ExitCodeEntry(
         760, 'ERROR_AL_MAX_ITERATIONS',
         'Stopped by the iteration budget ({message}): not converged; the committee, dataset and learning curve so far '
         'are attached. Continue the loop from them (get_builder_restart) with a larger max_iterations.',
         ('nmcml.active_learning',),
-    ),
-    ExitCodeEntry(
-        780, 'ERROR_BARRIER_INCOMPLETE',
-        'barrier table attached, but incomplete: {details}', ('nmcml.barrier',),
-        remedy='none: hops whose NEB failed or did not converge, and images without DFT, are marked in `table`',
     ),
     ExitCodeEntry(
         761, 'ERROR_AL_DFT_BUDGET',

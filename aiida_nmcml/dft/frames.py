@@ -94,24 +94,22 @@ def vasp_frame(structure: orm.StructureData, misc: orm.Dict):
 def collect_labelled_frames(settings: orm.Dict, **outputs) -> TrainingSet:
     """Frames from all successful calculations of one labelling run, in the order of their keys.
 
-    ``outputs`` holds, per frame ``i``: ``structure_i`` plus either ``parameters_i``, ``trajectory_i``,
-    ``retrieved_i`` (QE) or
-    ``misc_i`` (VASP); ``settings`` the per-frame fingerprint and ``keys`` (frame index → the user's key).
+    ``outputs`` holds, per frame ``i``: ``structure_i`` plus the outputs the engine's adapter names
+    (:meth:`aiida_nmcml.dft.adapter.DftAdapter.frame_outputs`, e.g. ``parameters_i``, ``trajectory_i``,
+    ``retrieved_i`` for QE, ``misc_i`` for VASP); ``settings`` the per-frame fingerprint (with ``engine``, which
+    picks the adapter's frame reader) and ``keys`` (frame index → the user's key).
     """
+    from .adapter import adapter_class
+
     settings = settings.get_dict()
     keys = settings.pop('keys')
+    frame = adapter_class(settings['engine']).frame
     frames = []
     for index in sorted(keys, key=int):
-        structure = outputs[f'structure_{index}']
-        if f'misc_{index}' in outputs:
-            atoms = vasp_frame(structure, outputs[f'misc_{index}'])
-        else:
-            atoms = qe_frame(
-                structure,
-                outputs[f'parameters_{index}'],
-                outputs[f'trajectory_{index}'],
-                outputs.get(f'retrieved_{index}'),
-            )
+        suffix = f'_{index}'
+        named = {k[: -len(suffix)]: v for k, v in outputs.items() if k.endswith(suffix)}
+        structure = named.pop('structure')
+        atoms = frame(structure, **named)
         atoms.info.update(settings)
         atoms.info['config_type'] = structure.base.attributes.get('nmcml_config_type', None) or 'label'
         atoms.info['label_key'] = keys[index]
@@ -165,26 +163,14 @@ def needs_starting_moments(structure: orm.StructureData) -> bool:
 
 
 def atoms_to_structure(atoms) -> orm.StructureData:
-    """Prefer the structures module's converter (kinds split by moment, sublattice labels) when it is available."""
-    try:
-        from aiida_nmcml.structures import to_structure_data
-    except ImportError:
-        to_structure_data = None
-    if to_structure_data is not None:
-        structure = to_structure_data(atoms)
-        if not atoms.has('initial_magmoms'):  # no moments given: the protocol's defaults apply, not zeros
-            for key in ('nmcml_magmoms', 'nmcml_kind_magmoms'):
-                structure.base.attributes.delete(key)
-        return structure
-    moments = atoms.get_initial_magnetic_moments()
-    tags = np.zeros(len(atoms), dtype=int)
-    for symbol in set(atoms.get_chemical_symbols()):
-        idx = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == symbol]
-        distinct = sorted({round(float(moments[i]), 3) for i in idx})
-        for i in idx:
-            tags[i] = distinct.index(round(float(moments[i]), 3))
-    tagged = atoms.copy()
-    tagged.set_tags(tags)
-    structure = orm.StructureData(ase=tagged)
-    structure.base.attributes.set('nmcml_magmoms', [float(m) for m in moments])
+    """The structures module's converter (kinds split by moment, sublattice labels); no moments given: none recorded.
+
+    Without moments the protocol's per-element defaults apply, not zeros.
+    """
+    from aiida_nmcml.structures import to_structure_data
+
+    structure = to_structure_data(atoms)
+    if not atoms.has('initial_magmoms'):
+        for key in ('nmcml_magmoms', 'nmcml_kind_magmoms'):
+            structure.base.attributes.delete(key)
     return structure

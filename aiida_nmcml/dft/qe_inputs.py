@@ -11,8 +11,6 @@ TrainingSet, which refuses mixed settings.
 
 from __future__ import annotations
 
-from aiida import orm
-
 from .common import LabelInputError, kind_hubbard_u, kind_magmoms, settings_fingerprint
 
 
@@ -108,9 +106,12 @@ def family_md5(family) -> dict[str, str]:
     return {pseudo.element: pseudo.md5 for pseudo in sorted(family.nodes, key=lambda p: p.element)}
 
 
-def qe_fingerprint(settings: dict, hubbard_u: dict, functional: str | None = None) -> dict:
-    """The settings that make two QE labels comparable (see ``settings_fingerprint``); the functional from the UPFs."""
-    family = load_pseudo_family(settings['pseudo_family'])
+def qe_fingerprint(settings: dict, hubbard_u: dict, functional: str | None = None, *, family=None) -> dict:
+    """The settings that make two QE labels comparable (see ``settings_fingerprint``); the functional from the UPFs.
+
+    ``family``: the loaded pseudopotential family, when the caller has it already (the QE adapter loads it once).
+    """
+    family = family if family is not None else load_pseudo_family(settings['pseudo_family'])
     ecutwfc, ecutrho = family_cutoffs(family, settings)
     system = settings.get('system', {})
     smearing = system.get('smearing', 'gaussian') if system.get('occupations') == 'smearing' else None
@@ -127,14 +128,23 @@ def qe_fingerprint(settings: dict, hubbard_u: dict, functional: str | None = Non
     )
 
 
-def pw_base_inputs(code, structure, settings: dict, hubbard_u: dict, magmoms: dict) -> dict:
-    """A builder of ``PwBaseWorkChain`` for ``structure``: spin-polarised, DFT+U through SYSTEM, forces and stress."""
-    from aiida_quantumespresso.common.types import SpinType
-    from aiida_quantumespresso.workflows.pw.base import PwBaseWorkChain
+def pw_base_inputs(
+    code, structure, settings: dict, hubbard_u: dict, magmoms: dict, *, family=None, cutoffs=None
+) -> dict:
+    """A builder of the label's ``PwBaseWorkChain`` for ``structure``: spin-polarised, DFT+U through SYSTEM, forces
+    and stress.
 
-    family = load_pseudo_family(settings['pseudo_family'])
+    The work chain is :class:`aiida_nmcml.dft.qe.NmcmlPwBaseWorkChain`, aiida-qe's own with one sanity handler (a
+    frame pw.x computed without the U it was asked for is refused with its own exit code). ``family`` and
+    ``cutoffs`` may be passed when the caller resolved them already (the QE adapter does, once per labelling run).
+    """
+    from aiida_quantumespresso.common.types import SpinType
+
+    from .qe import NmcmlPwBaseWorkChain
+
+    family = family if family is not None else load_pseudo_family(settings['pseudo_family'])
     check_pseudos(structure.label or structure.uuid, structure, family)
-    ecutwfc, ecutrho = family_cutoffs(family, settings)
+    ecutwfc, ecutrho = cutoffs if cutoffs is not None else family_cutoffs(family, settings)
     pseudos = family.get_pseudos(structure=structure)
     natoms = len(structure.sites)
 
@@ -158,7 +168,7 @@ def pw_base_inputs(code, structure, settings: dict, hubbard_u: dict, magmoms: di
             },
         },
     }
-    builder = PwBaseWorkChain.get_builder_from_protocol(
+    builder = NmcmlPwBaseWorkChain.get_builder_from_protocol(
         code,
         structure,
         protocol=settings.get('qe_protocol', 'fast'),
@@ -169,13 +179,3 @@ def pw_base_inputs(code, structure, settings: dict, hubbard_u: dict, magmoms: di
     )
     builder.pw.pseudos = pseudos
     return builder
-
-
-def require_code(code, plugin: str) -> orm.AbstractCode:
-    if code is None:
-        raise LabelInputError(f'no code given for the {plugin} calculations: pass `code` (e.g. nmcml-pw@localhost).')
-    if code.default_calc_job_plugin not in (None, plugin):
-        raise LabelInputError(
-            f'code {code.full_label!r} runs {code.default_calc_job_plugin!r}, but this engine needs {plugin!r}.'
-        )
-    return code

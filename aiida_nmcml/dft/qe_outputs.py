@@ -75,6 +75,8 @@ def hubbard_mismatch(calculation) -> str | None:
     """A message when the U requested differs from what pw.x applied (in either XML unit), else ``None``."""
     requested = requested_hubbard_u(calculation)
     retrieved = calculation.outputs.retrieved
+    if requested and _xml_root(retrieved) is None:
+        return f'DFT+U requested {requested} eV but no {XML_NAME} was retrieved: the U pw.x applied cannot be checked.'
     written = xml_hubbard_u(retrieved)
     unit, applied = match_hubbard_u(requested, written)
     if unit is None:
@@ -85,24 +87,3 @@ def hubbard_mismatch(calculation) -> str | None:
             'lda_plus_u/Hubbard_U, check the code version).'
         )
     return None
-
-
-def pw_run_window(retrieved):
-    """(start, end) datetimes of the pw.x run, from the stamps it prints in ``aiida.out`` (1 s resolution).
-
-    Why: the CalcJob node's times include upload, queueing and parsing; overlap of these windows is what shows
-    that the daemon ran several pw.x at once.
-    """
-    import datetime
-    import re
-
-    text = retrieved.base.repository.get_object_content('aiida.out')
-    start = re.search(r'starts on\s+(\d+\w{3}\d{4}) at\s+([\d: ]+?)\s*$', text, re.MULTILINE)
-    end = re.search(r'terminated on:\s+([\d: ]+?)\s+(\d+\w{3}\d{4})', text)
-    if not (start and end):
-        return None
-
-    def stamp(day: str, clock: str):
-        return datetime.datetime.strptime(f'{day} {clock.replace(" ", "0")}', '%d%b%Y %H:%M:%S')
-
-    return stamp(start.group(1), start.group(2)), stamp(end.group(2), end.group(1))

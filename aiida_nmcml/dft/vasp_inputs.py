@@ -84,8 +84,12 @@ def vasp_parameters(settings: dict, natoms: int) -> dict:
 
 
 def vasp_inputs(code, structure, settings: dict, hubbard_u: dict, magmoms: dict):
-    """A builder of ``VaspWorkChain`` for ``structure``; k-points with the same distance definition as QE."""
-    from aiida_vasp.workchains.v2.vasp import VaspWorkChain
+    """A builder of the label's ``VaspWorkChain`` for ``structure``; k-points with the same distance definition as QE.
+
+    The work chain is :class:`aiida_nmcml.dft.vasp.NmcmlVaspWorkChain`: aiida-vasp's own with one sanity handler (a
+    run whose LDAUU, paired with the POTCAR atom types in vasprun.xml, is not the U requested is refused).
+    """
+    from .vasp import NmcmlVaspWorkChain
 
     check_potentials(structure.label or structure.uuid, structure, settings)
     incar = vasp_parameters(settings, len(structure.sites))
@@ -96,7 +100,7 @@ def vasp_inputs(code, structure, settings: dict, hubbard_u: dict, magmoms: dict)
     incar['isif'] = 2  # stress is computed
     incar.update(ldau_incar(structure, hubbard_u, settings.get('ldau_luj', {})))
 
-    builder = VaspWorkChain.get_builder()
+    builder = NmcmlVaspWorkChain.get_builder()
     builder.code = code
     builder.structure = structure
     builder.parameters = orm.Dict({'incar': incar})
@@ -148,6 +152,18 @@ def applied_ldauu(retrieved) -> dict[str, float] | None:
         if abs(u) > 1e-8:
             applied[element] = max(applied.get(element, 0.0), round(u, 4))
     return applied
+
+
+def requested_ldauu(structure, incar: dict) -> dict[str, float]:
+    """U (eV) per element that an INCAR written by :func:`ldau_incar` requests (LDAUU in POSCAR species order)."""
+    if not incar.get('ldau'):
+        return {}
+    kinds = {kind.name: kind for kind in structure.kinds}
+    requested: dict[str, float] = {}
+    for name, u in zip(_species_order(structure), incar.get('ldauu', []), strict=False):
+        if u:
+            requested[kinds[name].symbol] = float(u)
+    return requested
 
 
 def ldau_mismatch(calculation, hubbard_u: dict) -> str | None:

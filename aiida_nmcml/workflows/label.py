@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain
+from aiida.engine import ToContext, WorkChain, calcfunction
 from aiida.orm.nodes.data.base import to_aiida_type
 
 from aiida_nmcml.common import exit_codes
 from aiida_nmcml.data.trainingset import TrainingSet
+from aiida_nmcml.dft.adapter import DftAdapter, get_adapter
 from aiida_nmcml.dft.common import ENGINES, LabelInputError, check_structure
 from aiida_nmcml.dft.frames import (
     collect_labelled_frames,
@@ -30,6 +31,19 @@ from aiida_nmcml.dft.frames import (
 from aiida_nmcml.protocols import ProtocolMixin
 
 ENGINE_PLUGINS = {'qe': 'quantumespresso.pw', 'vasp': 'vasp.vasp'}
+HUBBARD_REJECTED = exit_codes.TABLE['ERROR_HUBBARD_U_NOT_APPLIED'].status
+
+
+@calcfunction
+def collect_failures(**records: orm.Dict) -> orm.Dict:
+    """``failures`` of one labelling run: frame key → reason, exit status, process uuid (one record per frame).
+
+    A calcfunction so that the output has a creator in the provenance graph, as every other output of the plugin:
+    work chains return data, they do not create it.
+    """
+    return orm.Dict(
+        {record['key']: {k: v for k, v in record.get_dict().items() if k != 'key'} for record in records.values()}
+    )
 
 
 def validate_engine(value, _):
@@ -38,11 +52,19 @@ def validate_engine(value, _):
     return None
 
 
-def validate_inputs(inputs, _):
-    """Refuse at submission what would fail later in every child: no structures, a bad cell, missing pseudos."""
+def validate_inputs(inputs, ctx=None):
+    """Refuse at submission what would fail later in every child: no structures, a bad cell, missing pseudos.
+
+    Wrapper-safe (aiida-qe's idiom): a work chain that exposes these inputs without ``structures``/``frames`` (it
+    supplies them itself, e.g. ``nmcml.search``) still gets every other check; only the "nothing to label" check
+    needs those ports to be there.
+    """
     structures = dict(inputs.get('structures', {}) or {})
-    if not structures and 'frames' not in inputs:
-        return 'nothing to label: pass `structures` (a namespace of StructureData) or `frames` (a TrainingSet).'
+    if ctx is None or ('structures' in ctx and 'frames' in ctx):
+        if not structures and 'frames' not in inputs:
+            return 'nothing to label: pass `structures` (a namespace of StructureData) or `frames` (a TrainingSet).'
+    if any(key not in inputs for key in ('settings', 'engine', 'code')):
+        return None  # the required ports report what is missing
     settings = inputs['settings'].get_dict()
     engine = inputs['engine'].value
     from aiida_nmcml.dft.settings import check_resolved_settings
@@ -51,29 +73,15 @@ def validate_inputs(inputs, _):
     if message:
         return message
     try:
+        adapter = get_adapter(settings, engine)
         for key, structure in structures.items():
             check_structure(key, structure)
         check_starting_moments(structures, inputs.get('frames'), settings)
-        if engine == 'qe':
-            from aiida_nmcml.dft.qe_inputs import check_pseudos, load_pseudo_family
-
-            family = load_pseudo_family(settings['qe']['pseudo_family'])
-            for key, structure in structures.items():
-                check_pseudos(key, structure, family)
-        else:
-            from aiida_nmcml.dft.vasp_inputs import check_potentials
-
-            for key, structure in structures.items():
-                check_potentials(key, structure, settings['vasp'])
+        for key, structure in structures.items():
+            adapter.check(key, structure)
     except LabelInputError as exception:
         return str(exception)
-    plugin = ENGINE_PLUGINS[engine]
-    code = inputs['code']
-    if code.default_calc_job_plugin not in (None, plugin):
-        return (
-            f'code {code.full_label!r} runs {code.default_calc_job_plugin!r}, but engine {engine!r} needs {plugin!r}.'
-        )
-    return None
+    return adapter.check_code(inputs['code'])
 
 
 def check_starting_moments(structures: dict, frames, settings: dict) -> None:
@@ -175,8 +183,6 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
             'allow_nonmagnetic_start': bool(inputs.get('allow_nonmagnetic_start', False)),
             engine: inputs[engine],
         }
-        if engine == 'vasp':  # the POTCARs decide it; QE's is read from the UPF headers (qe_fingerprint)
-            settings['functional'] = inputs['vasp']['functional']
         builder = cls.get_builder()
         builder.code = code
         builder.engine = orm.Str(engine)
@@ -192,9 +198,15 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
             builder.frames = frames
         return builder
 
+    @property
+    def adapter(self) -> DftAdapter:
+        """The engine's adapter, built once per process instance from the ``settings`` input (not stored in ctx)."""
+        if getattr(self, '_adapter', None) is None:
+            self._adapter = get_adapter(self.inputs.settings.get_dict(), self.inputs.engine.value)
+        return self._adapter
+
     def setup(self):
         self.ctx.engine = self.inputs.engine.value
-        self.ctx.settings = self.inputs.settings.get_dict()
         structures = {
             key: derive_starting_moments(structure) if needs_starting_moments(structure) else structure
             for key, structure in dict(self.inputs.get('structures', {})).items()
@@ -206,23 +218,11 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         self.ctx.structures = {key: structures[key] for key in sorted(structures)}
         return None
 
-    def _child_builder(self, structure):
-        settings = self.ctx.settings
-        if self.ctx.engine == 'qe':
-            from aiida_nmcml.dft.qe_inputs import pw_base_inputs
-
-            return pw_base_inputs(
-                self.inputs.code, structure, settings['qe'], settings['hubbard_u'], settings['magmoms']
-            )
-        from aiida_nmcml.dft.vasp_inputs import vasp_inputs
-
-        return vasp_inputs(self.inputs.code, structure, settings['vasp'], settings['hubbard_u'], settings['magmoms'])
-
     def run_calculations(self):
         """Submit every child in this one step, so the daemon runs them all concurrently."""
         children = {}
         for index, (key, structure) in enumerate(self.ctx.structures.items()):
-            builder = self._child_builder(structure)
+            builder = self.adapter.builder(self.inputs.code, structure)
             builder.metadata.call_link_label = f'label_{index}'
             node = self.submit(builder)
             self.report(f'submitted {node.process_label}<{node.pk}> for frame {key!r} ({structure.get_formula()})')
@@ -230,49 +230,26 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         return ToContext(**children)
 
     def inspect_calculations(self):
+        """Sort the children into labelled and failed; a child's own sanity handler refuses a label without its U."""
         self.ctx.succeeded = {}
         self.ctx.failures = {}
         for index, key in enumerate(self.ctx.structures):
             child = self.ctx[f'child_{index}']
-            mismatch = self._hubbard_mismatch(child) if child.is_finished_ok else None
-            if mismatch:
-                self.ctx.failures[key] = {
-                    'reason': mismatch,
-                    'exit_status': 0,
-                    'calculation_exit_status': 0,
-                    'process_uuid': child.uuid,
-                }
-                self.report(f'frame {key!r}: REJECTED, {mismatch}')
-            elif child.is_finished_ok:
+            if child.is_finished_ok:
                 self.ctx.succeeded[index] = (key, child)
                 self.report(f'frame {key!r}: labelled by {child.process_label}<{child.pk}>')
-            else:
-                self.ctx.failures[key] = self._failure_reason(child)
-                self.report(f'frame {key!r}: FAILED, {self.ctx.failures[key]["reason"]}')
-
-    def _hubbard_mismatch(self, child) -> str | None:
-        """A label computed without the U it asked for would poison the set: check the code's own record.
-
-        QE: the U pw.x echoes in its XML; VASP: LDAUU of vasprun.xml against the POTCAR atom types.
-        """
-        calcs = [n for n in child.called if isinstance(n, orm.CalcJobNode) and n.is_finished_ok]
-        if not calcs:
-            return None
-        last = max(calcs, key=lambda n: n.ctime)
-        if self.ctx.engine == 'vasp':
-            from aiida_nmcml.dft.vasp_inputs import ldau_mismatch
-
-            return ldau_mismatch(last, self.ctx.settings['hubbard_u'])
-        from aiida_nmcml.dft.qe_outputs import hubbard_mismatch
-
-        return hubbard_mismatch(last)
+                continue
+            self.ctx.failures[key] = self._failure_reason(child)
+            verdict = 'REJECTED' if child.exit_status == HUBBARD_REJECTED else 'FAILED'
+            self.report(f'frame {key!r}: {verdict}, {self.ctx.failures[key]["reason"]}')
 
     @staticmethod
     def _failure_reason(child) -> dict:
         """The child's exit plus the exit of its last calculation, which names the physical cause."""
         calcs = [n for n in child.called_descendants if isinstance(n, orm.CalcJobNode)]
         last = max(calcs, key=lambda n: n.ctime) if calcs else None
-        reason = f'{child.process_label} exit {child.exit_status}: {child.exit_message or child.process_state.value}'
+        state = child.process_state.value if child.process_state else 'unknown'
+        reason = f'{child.process_label} exit {child.exit_status}: {child.exit_message or state}'
         if last is not None and not last.is_finished_ok:
             reason += f'; last {last.process_label} exit {last.exit_status}: {last.exit_message}'
         return {
@@ -283,13 +260,15 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         }
 
     def results(self):
-        engine = self.ctx.engine
         total = len(self.ctx.structures)
         if self.ctx.succeeded:
             self.out('labelled', self._collect())
-        self.out('failures', orm.Dict(self.ctx.failures).store())
+        records = {
+            f'frame_{i}': orm.Dict({'key': key, **record}) for i, (key, record) in enumerate(self.ctx.failures.items())
+        }
+        self.out('failures', collect_failures(**records, metadata={'call_link_label': 'collect_failures'}))
         fraction = len(self.ctx.succeeded) / total
-        self.report(f'{len(self.ctx.succeeded)}/{total} frames labelled with {engine}')
+        self.report(f'{len(self.ctx.succeeded)}/{total} frames labelled with {self.ctx.engine}')
         if fraction < self.inputs.min_success_fraction.value:
             return self.exit_codes.ERROR_TOO_FEW_LABELLED.format(
                 succeeded=len(self.ctx.succeeded), total=total, fraction=self.inputs.min_success_fraction.value
@@ -297,29 +276,15 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         return None
 
     def _collect(self) -> TrainingSet:
-        settings = self.ctx.settings
-        if self.ctx.engine == 'qe':
-            from aiida_nmcml.dft.qe_inputs import qe_fingerprint
-
-            fingerprint = qe_fingerprint(settings['qe'], settings['hubbard_u'])
-        else:
-            from aiida_nmcml.dft.vasp_inputs import vasp_fingerprint
-
-            fingerprint = vasp_fingerprint(settings['vasp'], settings['hubbard_u'], settings.get('functional'))
         outputs = AttributeDict()
         keys = {}
         for index, (key, child) in self.ctx.succeeded.items():
             keys[str(index)] = key
             outputs[f'structure_{index}'] = self.ctx.structures[key]
-            if self.ctx.engine == 'qe':
-                outputs[f'parameters_{index}'] = child.outputs.output_parameters
-                outputs[f'trajectory_{index}'] = child.outputs.output_trajectory
-                outputs[f'retrieved_{index}'] = child.outputs.retrieved
-            else:
-                outputs[f'misc_{index}'] = child.outputs.misc
-        labelled = collect_labelled_frames(
-            settings=orm.Dict({**fingerprint, 'keys': keys}),
+            for name, node in self.adapter.frame_outputs(child).items():
+                outputs[f'{name}_{index}'] = node
+        return collect_labelled_frames(
+            settings=orm.Dict({**self.adapter.fingerprint(), 'keys': keys}),
             metadata={'call_link_label': 'collect_labelled_frames'},
             **outputs,
         )
-        return labelled

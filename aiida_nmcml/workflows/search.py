@@ -225,7 +225,6 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
                 'help': 'Inputs of nmcml.label for the DFT verification.',
             },
         )
-        spec.inputs['label'].validator = None  # it demands structures, which this work chain supplies from the GA
         spec.inputs.validator = validate_inputs
         spec.outline(
             cls.run_searches,

@@ -14,7 +14,6 @@ from aiida.common.links import LinkType
 from aiida.engine import run_get_node
 
 from aiida_nmcml.dft.common import LabelInputError
-from aiida_nmcml.dft.qe_outputs import pw_run_window
 from aiida_nmcml.workflows.label import LabelWorkChain
 
 pytestmark = pytest.mark.slow
@@ -38,6 +37,27 @@ def demo_builder(codes, structures, frames=None, **overrides):
     return LabelWorkChain.get_builder_from_protocol(
         codes['pw'], structures, engine='qe', protocol='plumbing', overrides=overrides, frames=frames
     )
+
+
+def pw_run_window(retrieved):
+    """(start, end) datetimes of the pw.x run, from the stamps it prints in ``aiida.out`` (1 s resolution).
+
+    Why: the CalcJob node's times include upload, queueing and parsing; overlap of these windows is what shows
+    that the daemon ran several pw.x at once.
+    """
+    import datetime
+    import re
+
+    text = retrieved.base.repository.get_object_content('aiida.out')
+    start = re.search(r'starts on\s+(\d+\w{3}\d{4}) at\s+([\d: ]+?)\s*$', text, re.MULTILINE)
+    end = re.search(r'terminated on:\s+([\d: ]+?)\s+(\d+\w{3}\d{4})', text)
+    if not (start and end):
+        return None
+
+    def stamp(day: str, clock: str):
+        return datetime.datetime.strptime(f'{day} {clock.replace(" ", "0")}', '%d%b%Y %H:%M:%S')
+
+    return stamp(start.group(1), start.group(2)), stamp(end.group(2), end.group(1))
 
 
 def pw_calcs(node) -> list[orm.CalcJobNode]:
