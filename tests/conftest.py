@@ -22,13 +22,36 @@ os.environ.setdefault('OMPI_ALLOW_RUN_AS_ROOT', '1')
 os.environ.setdefault('OMPI_ALLOW_RUN_AS_ROOT_CONFIRM', '1')
 
 
+# NMCML_TEST_PROFILE=production: the session profile is PostgreSQL + RabbitMQ (the production profile of the README)
+# instead of the embedded default; .ci/run runs the tests marked `production` a second time that way.
+PRODUCTION = os.environ.get('NMCML_TEST_PROFILE', 'embedded') == 'production'
+
+
 @pytest.fixture(scope='session', autouse=True)
-def aiida_profile(aiida_config, aiida_profile_factory):
-    """Override aiida's default test profile (which has no broker) with one on the ZeroMQ broker."""
-    with aiida_profile_factory(aiida_config, broker_backend='core.zeromq') as profile:
+def aiida_profile(aiida_config, aiida_profile_factory, tmp_path_factory):
+    """Override aiida's default test profile (which has no broker) with one on the ZeroMQ broker, or with
+    PostgreSQL + RabbitMQ under ``NMCML_TEST_PROFILE=production`` (tests/production.py)."""
+    if PRODUCTION:
+        from production import production_profile
+
+        context = production_profile(aiida_config, aiida_profile_factory, tmp_path_factory)
+    else:
+        context = aiida_profile_factory(aiida_config, broker_backend='core.zeromq')
+    with context as profile:
         # circus' default 2 s is too short on a loaded CI machine: stopping the daemon at session end timed out
         aiida_config.set_option('daemon.timeout', 60, scope=profile.name)
         yield profile
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under NMCML_TEST_PROFILE=production only the tests marked `production` run (the rest ran on the embedded
+    profile already); tests marked `production_only` are skipped on the embedded profile, with the reason."""
+    skip = pytest.mark.skip(reason='runs on the production profile: NMCML_TEST_PROFILE=production (.ci/run)')
+    for item in items:
+        if PRODUCTION and 'production' not in item.keywords:
+            item.add_marker(pytest.mark.skip(reason='NMCML_TEST_PROFILE=production runs only the `production` tests'))
+        elif not PRODUCTION and 'production_only' in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope='session')

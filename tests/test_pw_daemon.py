@@ -25,24 +25,16 @@ def test_pw_scf_linio2_embedded_profile(nmcml_codes, submit_and_await):
     assert node.outputs.output_trajectory.get_array('forces').shape == (1, 4, 3)
 
 
-def _services_up() -> bool:
-    import socket
-
-    for port in (5432, 5672):
-        with socket.socket() as sock:
-            sock.settimeout(1)
-            if sock.connect_ex(('127.0.0.1', port)) != 0:
-                return False
-    return True
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.skipif(not _services_up(), reason='PostgreSQL (5432) and RabbitMQ (5672) are not running here')
 def test_pw_scf_linio2_production_profile(tmp_path):
-    """The same SCF on a fresh PostgreSQL + RabbitMQ profile made by ``aiida-nmcml setup --postgres --rabbitmq``."""
+    """The same SCF on a fresh PostgreSQL + RabbitMQ profile made by ``aiida-nmcml setup --postgres --rabbitmq``.
+    Skipped when the services are absent, except under CI=true (.ci/run starts them): then it fails."""
+    from production import require_services
+
     from aiida_nmcml.setup.profile import drop_postgres_database
 
+    require_services()
     name = f'nmcmltest{secrets.token_hex(4)}'
     env = {**os.environ, 'AIIDA_PATH': str(tmp_path)}
     bindir = pathlib.Path(sys.executable).parent
