@@ -309,6 +309,8 @@ def cmd_launch(
         codes = resolve_codes({'dft': dft_code, 'train': train_code, 'engine': engine_code}, engine)
     except ValueError as exc:
         echo.echo_critical(str(exc))
+    if daemon:
+        check_daemon()
     skip = load_skip_inputs(training_set, committee)
     if foundation is not None:
         model = load_foundation(foundation)
@@ -330,15 +332,12 @@ def launch(builder, daemon: bool, wait: bool) -> None:
 
     label = builder.metadata.label
     if daemon:
-        from aiida.engine.daemon.client import get_daemon_client
-
+        check_daemon()
         try:
             node = submit(builder)
         except ValueError as exc:
             echo.echo_critical(str(exc).splitlines()[0])
         echo.echo_success(f'submitted campaign {label} <{node.pk}>')
-        if not get_daemon_client().is_daemon_running:
-            echo.echo_warning('the daemon is not running: start it with `verdi daemon start`')
         if not wait:
             click.echo(f'follow it with `aiida-nmcml campaign status {node.pk}`')
             return
@@ -350,6 +349,13 @@ def launch(builder, daemon: bool, wait: bool) -> None:
         except ValueError as exc:  # input validation of the process spec
             echo.echo_critical(str(exc).splitlines()[0])
     finish(node)
+
+
+def check_daemon() -> None:
+    from aiida.engine.daemon.client import get_daemon_client
+
+    if not get_daemon_client().is_daemon_running:
+        echo.echo_critical('the daemon is not running: `verdi daemon start` (or run without --daemon)')
 
 
 def load_foundation(foundation: str):

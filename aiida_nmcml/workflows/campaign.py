@@ -42,6 +42,7 @@ import pathlib
 
 from aiida import orm
 from aiida.common.exceptions import MissingEntryPointError
+from aiida.common.links import LinkType
 from aiida.engine import ToContext, WorkChain, calcfunction, if_
 from aiida.orm.nodes.data.base import to_aiida_type
 from aiida.plugins import WorkflowFactory
@@ -1010,7 +1011,7 @@ def continue_builder(previous: orm.WorkflowNode):
         raise ValueError(f'<{previous.pk}> is not a campaign ({previous.process_label})')
     builder = previous.get_builder_restart()
     reuse = dict(previous.inputs.reuse.get_dict()) if 'reuse' in previous.inputs else {}
-    for link in previous.base.links.get_outgoing(link_type=orm.LinkType.CALL_WORK).all():
+    for link in previous.base.links.get_outgoing(link_type=LinkType.CALL_WORK).all():
         if link.link_label in STAGE_ENTRY_POINTS and usable_result(link.link_label, link.node):
             reuse[link.link_label] = link.node.uuid
         elif link.link_label == 'active_learning' and 'iteration_metrics' in link.node.outputs:
