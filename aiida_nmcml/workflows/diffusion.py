@@ -35,6 +35,20 @@ PARAMETERS = Section(
 )  # fmt: skip
 
 
+def json_safe(value):
+    """``value`` with every non-finite float replaced by None: a Dict node refuses NaN and inf (e.g. the reduced
+    chi^2 of an Arrhenius fit through two temperatures, which has no degrees of freedom left)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def _read_frames(node: orm.SinglefileData):
     from ase.io import read
 
@@ -81,7 +95,7 @@ def analyse_trajectories(parameters: orm.Dict, **trajectories):
             for curve in ('lag_fs', 'msd_A2', 'msd_std_A2'):
                 summary[key].pop(curve, None)
     samples.base.attributes.set('temperature_K', p['temperature_K'])
-    return {'result': orm.Dict(summary), 'samples': samples}
+    return {'result': orm.Dict(json_safe(summary)), 'samples': samples}
 
 
 @calcfunction
@@ -100,7 +114,7 @@ def arrhenius(**samples):
     posterior.set_array('Ea_eV', fit.ea_samples)
     posterior.set_array('ln_D0', fit.ln_d0_samples)
     posterior.set_array('D_300K_cm2_s', fit.extrapolate_samples(300.0))
-    return {'result': orm.Dict(fit.as_dict()), 'posterior': posterior}
+    return {'result': orm.Dict(json_safe(fit.as_dict())), 'posterior': posterior}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -244,7 +258,7 @@ def inspect_run(trajectory: orm.SinglefileData, settings: orm.Dict, uncertainty:
     for name in ('lag_fs', 'msd_xy_A2', 'msd_z_A2'):
         msd.set_array(name, np.asarray(curve[name], dtype=float))
     msd.base.attributes.set('n_li', curve['n_li'])
-    return {'checks': orm.Dict(checks), 'msd': msd}
+    return {'checks': orm.Dict(json_safe(checks)), 'msd': msd}
 
 
 def _interval(samples: np.ndarray, level: float = 0.95) -> list[float]:
@@ -265,16 +279,18 @@ def compare_d(reference: orm.ArrayData, other: orm.ArrayData, labels: orm.Dict):
     ratio_interval = _interval(ratio)
     log_a, log_b = np.log(a[a > 0]), np.log(b[b > 0])
     return orm.Dict(
-        {
-            **labels.get_dict(),
-            'reference_D_xy_cm2_s': _interval(a),
-            'other_D_xy_cm2_s': _interval(b),
-            'ratio_other_over_reference': ratio_interval,
-            'agree': bool(ratio_interval[1] <= 1.0 <= ratio_interval[2]),
-            'spread_ln_D': float(abs(np.median(log_b) - np.median(log_a))),
-            'statistical_sd_ln_D': [float(np.std(log_a)), float(np.std(log_b))],
-            'note': 'spread_ln_D is the difference between the two analyses; statistical_sd_ln_D the width of each',
-        }
+        json_safe(
+            {
+                **labels.get_dict(),
+                'reference_D_xy_cm2_s': _interval(a),
+                'other_D_xy_cm2_s': _interval(b),
+                'ratio_other_over_reference': ratio_interval,
+                'agree': bool(ratio_interval[1] <= 1.0 <= ratio_interval[2]),
+                'spread_ln_D': float(abs(np.median(log_b) - np.median(log_a))),
+                'statistical_sd_ln_D': [float(np.std(log_a)), float(np.std(log_b))],
+                'note': 'spread_ln_D is the difference between the two analyses; statistical_sd_ln_D the width of each',
+            }
+        )
     )
 
 
@@ -342,7 +358,7 @@ def diffusion_table(grid: orm.Dict, **results):
     for name in ('model_check', 'size_check'):
         if name in results:
             table[name] = results[name].get_dict()
-    return orm.Dict(table)
+    return orm.Dict(json_safe(table))
 
 
 @calcfunction
@@ -400,11 +416,14 @@ def compare_with_experiment(table: orm.Dict, settings: orm.Dict):
         entry['within_two_orders'] = abs(entry['raw']['log10_ratio_md_over_exp']) <= 2
         rows[x_key] = entry
     return orm.Dict(
-        {
-            'contents': rows,
-            'other_reference': EXPERIMENT['chen_2020'],
-            'scatter': EXPERIMENT['scatter'],
-            'note': 'MD: tracer D* (self diffusion) extrapolated to 300 K from the Arrhenius posterior; experiment: '
-            'chemical D~ at 298 K. They differ by Theta/H_R; only the converted entries compare like with like.',
-        }
+        json_safe(
+            {
+                'contents': rows,
+                'other_reference': EXPERIMENT['chen_2020'],
+                'scatter': EXPERIMENT['scatter'],
+                'note': 'MD: tracer D* (self diffusion) extrapolated to 300 K from the Arrhenius posterior; '
+                'experiment: chemical D~ at 298 K. They differ by Theta/H_R; only the converted entries compare like '
+                'with like.',
+            }
+        )
     )

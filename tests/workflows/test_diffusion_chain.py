@@ -241,6 +241,20 @@ def test_inspect_run_production_cell_and_table(aiida_profile, nmc_frames):
     assert converted['chemical_D_300K_cm2_s'][0] == pytest.approx(1e-10 * 40.0 / 0.8)
 
 
+def test_arrhenius_through_two_temperatures_is_stored(aiida_profile):
+    """Two temperatures leave no degree of freedom: the reduced chi^2 is undefined (NaN), stored as None, not refused
+    by the database (the demo grid has two temperatures)."""
+    rng = np.random.default_rng(0)
+    samples = {}
+    for temperature, d in ((600.0, 1e-6), (800.0, 4e-6)):
+        node = orm.ArrayData()
+        node.set_array('tracer_xy_D_samples', d * np.exp(0.1 * rng.standard_normal(500)))
+        node.base.attributes.set('temperature_K', temperature)
+        samples[f't{int(temperature)}'] = node
+    fit = functions.arrhenius(**samples)['result'].get_dict()
+    assert fit['chi2_reduced'] is None and 0.25 < fit['Ea_eV'][0] < 0.33  # ln 4 k_B / (1/600 - 1/800) = 0.287 eV
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope='module')
 def committee(tiny_foundation_model):
@@ -255,7 +269,8 @@ def committee(tiny_foundation_model):
 def test_two_temperatures_on_the_daemon(nmcml_codes, committee, submit_and_await):
     """Demo protocol cut to 1 content x 2 temperatures x 1 replica on the 40-atom cell, 20 NPT + 60 NVT steps, plus
     the model check (member 1 driving). The toy committee is not calibrated, so the trust band is opened (the flag
-    logic is tested above); the toy model is cool-run (500/600 K) because it collapses within ~100 steps at 700 K.
+    logic is tested above) and the deviation and temperature stops are off; the toy model is run cool (500/600 K)
+    because it collapses within ~100 steps at 700 K.
 
     Checks the plumbing and the provenance: NPT -> averaged cell -> Bussi NVT through nmcml.md.base; flags, MSD curve,
     (T, x) results, Arrhenius, model check and experiment comparison stored by calcfunctions from the trajectories;
@@ -266,7 +281,8 @@ def test_two_temperatures_on_the_daemon(nmcml_codes, committee, submit_and_await
             'n_replicas': 1,
             'equilibration': {'steps': 20, 'timestep_fs': 1.0, 'trajectory_stride': 5, 'pdamp_fs': 100.0},
             'production': {'steps': 60, 'timestep_fs': 1.0, 'trajectory_stride': 2, 'checkpoint_stride': 60,
-                           'tdamp_fs': 20.0, 'uncertainty': {'stride': 10}},
+                           'tdamp_fs': 20.0, 'uncertainty': {'stride': 10},
+                           'stop': {'hard_limit': None, 'max_temperature': None}},
             'analysis': {'start_fs': 4.0, 'n_lags': 10, 'n_samples': 200},
             'checks': {'trust_upper': 10.0},
         }
@@ -276,7 +292,10 @@ def test_two_temperatures_on_the_daemon(nmcml_codes, committee, submit_and_await
     )
     builder.group_label = 'test/diffusion_e2e'
     node = submit_and_await(builder, timeout=900)
-    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    from aiida.cmdline.utils.common import get_workchain_report
+
+    report = get_workchain_report(node, 'REPORT')
+    assert node.is_finished_ok, (node.exit_status, node.exit_message, report)
 
     points = ['x0_5000_T0500', 'x0_5000_T0600']
     assert sorted(node.outputs.points) == points and sorted(node.outputs.samples) == points
@@ -287,6 +306,7 @@ def test_two_temperatures_on_the_daemon(nmcml_codes, committee, submit_and_await
         assert row['runs_used'] == [f'{row["point"]}_r0'] and row['D_xy_cm2_s'][1] <= row['D_xy_cm2_s'][2]
     assert set(node.outputs.arrhenius) == {'x0_5000'}
     assert node.outputs.arrhenius_posterior['x0_5000'].get_array('Ea_eV').size == 4000
+    assert 'model_check' in node.outputs, report
     assert node.outputs.model_check['kind'] == 'model'
     assert 'x0_5000' in node.outputs.experiment['contents']
 
