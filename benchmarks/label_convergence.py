@@ -138,6 +138,13 @@ def main() -> dict:
     parser.add_argument(
         '--reference-overrides', default=None, help='JSON label overrides of the reference (replace the defaults)'
     )
+    parser.add_argument(
+        '--variants',
+        default=None,
+        help='JSON {name: {"base": protocol, "overrides": {...}}}: extra rows (a k-point or cutoff series); '
+        'with --reference-variant NAME one of them is the reference',
+    )
+    parser.add_argument('--reference-variant', default=None, help='name of the variant used as the reference')
     parser.add_argument('--reuse', default=None, help='JSON of an earlier run: reuse its labels (same cell+protocol)')
     parser.add_argument(
         '--reuse-reference', action='store_true', help="also reuse the earlier run's reference (same settings)"
@@ -166,10 +173,16 @@ def main() -> dict:
     }
     if args.reference_overrides:
         reference_overrides = json.loads(args.reference_overrides)
+    variants = json.loads(args.variants) if args.variants else {}
+    if args.reference_variant and args.reference_variant not in variants:
+        parser.error(f'--reference-variant {args.reference_variant!r} is not one of --variants {sorted(variants)}')
     result = {
         'cell': 'LiNiO2-type 8-site cell (the demo cells): x=1 Li2Ni2O4, x=0.5 LiNi2O4; rattled 0.05 Å',
         'dft': 'pw.x 6.7, PBEsol+U (Ni 6.2 eV), offline pslibrary US family, 1 MPI rank',
-        'reference': {'protocol': args.reference_protocol}
+        'variants': variants,
+        'reference': {'variant': args.reference_variant}
+        if args.reference_variant
+        else {'protocol': args.reference_protocol}
         if args.reference_protocol
         else {'base': args.reference_base, 'overrides': reference_overrides}
         if args.reference_overrides
@@ -214,11 +227,16 @@ def main() -> dict:
             for protocol in args.protocols:
                 raw[protocol] = run(key, structure, protocol, {})
                 dump()
-            if args.reference_protocol:
+            for name, variant in variants.items():
+                raw[name] = run(key, structure, variant['base'], variant.get('overrides', {}), name)
+                dump()
+            if args.reference_variant:
+                raw['reference'] = raw[args.reference_variant]
+            elif args.reference_protocol:
                 raw['reference'] = raw.get(args.reference_protocol) or run(key, structure, args.reference_protocol, {})
             else:
                 raw['reference'] = run(key, structure, args.reference_base, reference_overrides, 'reference')
-            for protocol in args.protocols:
+            for protocol in [*args.protocols, *(v for v in variants if v != args.reference_variant)]:
                 row = raw[protocol]
                 result['rows'].setdefault(protocol, {})[key] = {
                     **errors(row, raw['reference']),
