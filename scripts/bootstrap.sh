@@ -22,6 +22,18 @@ if ! command -v pw.x >/dev/null 2>&1 || ! command -v ld1.x >/dev/null 2>&1; then
     fi
 fi
 
+# 1b. Debian's chromium, only for the tests (run_tests.sh sets NMCML_TEST_TOOLS=1): the report test loads the HTML
+# report in headless chromium (figures present, no console errors) and takes a screenshot
+if [ "${NMCML_TEST_TOOLS:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        say "installing chromium from apt (report test)"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || say "chromium install failed"
+    else
+        say "chromium not found; the report test needs it: sudo apt-get install -y chromium"
+    fi
+fi
+
 # 2. Python environment; torch first so nothing pulls a multi-GB CUDA build by accident on a CPU-only machine
 if [ ! -x "$VENV/bin/python" ]; then
     say "creating virtual environment $VENV"
@@ -42,10 +54,10 @@ if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
         fi
     fi
 fi
-if ! "$VENV/bin/python" -c 'import aiida_nmcml, pytest' >/dev/null 2>&1 \
+if ! "$VENV/bin/python" -c 'import aiida_nmcml, pytest, myst_parser' >/dev/null 2>&1 \
    || [ "$ROOT/pyproject.toml" -nt "$VENV/.nmcml-installed" ]; then
     say "installing aiida-nmcml and its dependencies"
-    "${PIP[@]}" -e "$ROOT[dev]" 2>&1 | grep -v 'is ignored' || true
+    "${PIP[@]}" -e "$ROOT[dev,docs]" 2>&1 | grep -v 'is ignored' || true
     "$VENV/bin/python" -c 'import aiida_nmcml' && touch "$VENV/.nmcml-installed"
 fi
 export PATH="$VENV/bin:$PATH"
