@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import inspect
 import os
 import pathlib
 
@@ -125,7 +124,7 @@ PARAMETERS = Section(
                 'search': _stage(True, verify_with_dft=Field(bool, default=True, help='verify the GA with DFT')),
                 'active_learning': _stage(True),
                 'diffusion': _stage(True),
-                'barriers': _stage(True),
+                'barriers': _stage(True, dft_check=Field(bool, default=True, help='DFT points on the NEB images')),
                 'report': Section(
                     {
                         'enabled': Field(bool, default=True),
@@ -457,6 +456,13 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
                 n_verify = 0
             total += n_verify * len(p['li_contents'])
         total += self.plan_active_learning_dft()
+        barriers = self._params('barriers')
+        if barriers['enabled'] and barriers['dft_check'] and 'barriers' not in self.ctx.reuse:
+            try:  # every NEB image plus the two end points, per hop
+                inputs = load_protocol_inputs('barrier.yaml', barriers['protocol'], barriers['overrides'])
+                total += len(inputs['parameters']['hops']) * (int(inputs['neb']['parameters']['n_images']) + 2)
+            except (ValueError, KeyError, FileNotFoundError):
+                pass
         return int(total)
 
     def plan_active_learning_dft(self) -> int:
@@ -713,7 +719,7 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
             elif self.ctx.failed is None:
                 self._fail(stage, node)
             else:
-                self._set_stage(stage, f'failed: exit {node.exit_status}')
+                self._set_stage(stage, f'failed: exit {node.exit_status or node.process_state.value}')
         return None
 
     def _submit_stage(self, stage: str, make):
@@ -727,10 +733,11 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
         return ToContext(**{f'{stage}_node': node})
 
     def _fail(self, stage: str, node):
-        self._set_stage(stage, f'failed: exit {node.exit_status}')
+        status = node.exit_status if node.exit_status is not None else node.process_state.value  # excepted/killed
+        self._set_stage(stage, f'failed: exit {status}')
         self.ctx.failed = (stage, node)
-        self.report(f'stage {stage}: {node.process_label}<{node.pk}> failed: {node.exit_status} {node.exit_message}')
-        return self.exit_codes[STAGE_FAILED[stage]].format(pk=node.pk, status=node.exit_status)
+        self.report(f'stage {stage}: {node.process_label}<{node.pk}> failed: {status} {node.exit_message or ""}')
+        return self.exit_codes[STAGE_FAILED[stage]].format(pk=node.pk, status=status)
 
     # report ----------------------------------------------------------------------------------------------------
     def write_report(self):
@@ -784,7 +791,8 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
         self.node.base.extras.set(EXTRAS_KEY, extras)
         if self.ctx.failed:
             stage, node = self.ctx.failed
-            return self.exit_codes[STAGE_FAILED[stage]].format(pk=node.pk, status=node.exit_status)
+            status = node.exit_status if node.exit_status is not None else node.process_state.value
+            return self.exit_codes[STAGE_FAILED[stage]].format(pk=node.pk, status=status)
         return None
 
 
@@ -886,15 +894,15 @@ def same_lattice(campaign: CampaignWorkChain, Diffusion, protocol: str, override
 
 
 def barrier_builder(campaign: CampaignWorkChain, Barrier):
-    """``nmcml.barrier`` with the final committee; DFT checks of the images with the campaign's DFT code."""
+    """``nmcml.barrier`` with the final committee; with ``dft_check`` the model's NEB images are single points with
+    the campaign's DFT code and label settings (the model-vs-DFT profiles of the report)."""
     params = campaign._params('barriers')
     overrides = copy.deepcopy(params['overrides'])
     kwargs = {}
-    signature = inspect.signature(Barrier.get_builder_from_protocol).parameters
-    if 'dft_code' in signature:
-        kwargs['dft_code'] = campaign.inputs.codes.get('neb') or campaign.inputs.codes.dft
-    if 'dft_engine' in signature:
-        kwargs['dft_engine'] = campaign.inputs.engine.value
+    if params['dft_check']:
+        protocol, overrides['label'] = _dft_overrides(campaign, overrides)
+        overrides['label_protocol'] = protocol
+        kwargs = {'dft_code': campaign.inputs.codes.dft, 'dft_engine': campaign.inputs.engine.value}
     return Barrier.get_builder_from_protocol(
         campaign.inputs.codes.engine,
         campaign._transport_committee(),
