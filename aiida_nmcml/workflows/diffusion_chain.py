@@ -25,20 +25,20 @@ the group ``<group_label>/diffusion``).
 
 Outputs (stable link labels, read by the campaign and the report):
 
-=========================  ===========================================================================================
-``table``                  Dict: one row per (T, x): D_xy / D_iso / D_z (median, 95 % interval, cm^2/s), Haven ratio,
-                           runs used and runs excluded with their reasons; per x the Arrhenius Ea and D(300 K); model
-                           and size checks. ``runs``: every run's status and flags.
-``points.<x>_<T>``         Dict ``result`` of analyse_trajectories per (T, x) (key e.g. ``x0_5000_T0900``)
-``samples.<x>_<T>``        ArrayData: pooled MSD curves and D / Haven samples per (T, x)
-``run_checks.<run>``       Dict: flags of each production run (key e.g. ``x0_5000_T0900_r0``)
-``run_msd.<run>``          ArrayData: the MSD curve of each production run (lag_fs, msd_xy_A2, msd_z_A2)
-``arrhenius.<x>``          Dict: Ea, D0, D(300 K) intervals, curvature check, per Li content with >= 2 temperatures
-``arrhenius_posterior.<x>`` ArrayData: samples of Ea_eV, ln_D0, D_300K_cm2_s
-``model_check``            Dict (optional): D with another driver vs the reference, next to the statistical interval
-``size_check``             Dict (optional): D at two cell sizes, ratio interval, agree within the error bar or not
-``experiment``             Dict: the comparison with experiment (raw tracer vs chemical; converted where Theta given)
-=========================  ===========================================================================================
+============================  ========================================================================================
+``table``                     Dict: one row per (T, x): D_xy / D_iso / D_z (median, 95 % interval, cm^2/s), Haven ratio,
+                              runs used and runs excluded with their reasons; per x the Arrhenius Ea and D(300 K); model
+                              and size checks. ``runs``: every run's status and flags.
+``points.<x>_<T>``            Dict ``result`` of analyse_trajectories per (T, x) (key e.g. ``x0_5000_T0900``)
+``samples.<x>_<T>``           ArrayData: pooled MSD curves and D / Haven samples per (T, x)
+``run_checks.<run>``          Dict: flags of each production run (key e.g. ``x0_5000_T0900_r0``)
+``run_msd.<run>``             ArrayData: the MSD curve of each production run (lag_fs, msd_xy_A2, msd_z_A2)
+``arrhenius.<x>``             Dict: Ea, D0, D(300 K) intervals, curvature check, per Li content with >= 2 temperatures
+``arrhenius_posterior.<x>``   ArrayData: samples of Ea_eV, ln_D0, D_300K_cm2_s
+``model_check``               Dict (optional): D with another driver vs the reference, next to the statistical interval
+``size_check``                Dict (optional): D at two cell sizes, ratio interval, agree within the error bar or not
+``experiment``                Dict: the comparison with experiment (raw tracer vs chemical; converted where Theta given)
+============================  ========================================================================================
 
 Exit codes (one table, docs/dev/exit_codes.md): 585 no (T, x) point could be analysed; 770 some points missing
 (outputs for the rest attached).
