@@ -583,7 +583,7 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
             return False
         node = self._reused('search')
         if node is not None:
-            self.ctx.seeds = flatten_candidates(node)
+            self.ctx.seeds = flatten_candidates(node, self.ctx.parameters['li_contents'])
             self._skip('search', f'reused from <{node.pk}>')
             return False
         if not self._params('search')['enabled']:
@@ -627,7 +627,7 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
             return self._fail('search', node)
         if not node.is_finished_ok:
             self.report('stage search: the DFT verification failed; its GA candidates are used anyway')
-        self.ctx.seeds = flatten_candidates(node)
+        self.ctx.seeds = flatten_candidates(node, self.ctx.parameters['li_contents'])
         self._group('search', *self.ctx.seeds.values(), *(node.outputs[k] for k in ('hull', 'summary', 'labelled')
                                                           if k in node.outputs))  # fmt: skip
         self._set_stage('search', 'done')
@@ -913,10 +913,17 @@ def barrier_builder(campaign: CampaignWorkChain, Barrier):
 
 
 # ---------------------------------------------------------------------------------------- module helpers
-def flatten_candidates(search_node) -> dict:
-    """``candidates.x0_5000.rank_0`` of a search -> ``{'x0_5000__rank_0': StructureData}`` (the best per content)."""
+def flatten_candidates(search_node, li_contents=None) -> dict:
+    """``candidates.x0_5000.rank_0`` of a search -> ``{'x0_5000__rank_0': StructureData}`` (the best per content).
+
+    With ``li_contents`` only those contents: the search adds the end members x = 0 and 1 for the hull, which are not
+    conditions the campaign asked for (x = 0 has no Li to move, and its Ni4+ is non-magnetic in the spin-only start).
+    """
+    wanted = None if li_contents is None else {content_key(float(x)) for x in li_contents}
     seeds = {}
     for content, ranks in search_node.outputs.candidates.items():
+        if wanted is not None and content not in wanted:
+            continue
         names = sorted(ranks, key=lambda r: int(r.split('_')[1]))
         if names:
             seeds[f'{content}__{names[0]}'] = ranks[names[0]]
