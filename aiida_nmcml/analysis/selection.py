@@ -87,7 +87,8 @@ def trust_band(
     """The trust band: explicit levels win; missing ones come from ``calibration`` (``trust_lower``/``trust_upper``).
 
     ``upper_factor``: when the calibration has no ``trust_upper`` (its data never reach a 90 % failure rate and it has
-    no Gaussian model), ``upper = upper_factor * lower``; without it such a calibration is refused.
+    no Gaussian model), or one not above its ``trust_lower`` (both levels in one bin of a small calibration set),
+    ``upper = upper_factor * lower``; without it such a calibration is refused.
     A calibration flagged ``negligible_spread`` raises :class:`NegligibleSpreadError`: its levels mean nothing.
     """
     source = 'given'
@@ -105,10 +106,15 @@ def trust_band(
             upper = calibration.get('trust_upper')
     if lower is None:
         raise ValueError('no lower trust level: give `lower` or a calibration with `trust_lower`')
+    if upper is not None and upper <= lower and source != 'given' and upper_factor is not None:
+        # a calibration on few atoms can put both levels in the same reliability bin (seen: 8 held-out atoms gave
+        # trust_lower == trust_upper); the band would be empty, so the upper level falls back to the factor
+        upper = None
     if upper is None:
         if upper_factor is None:
             raise ValueError('no upper trust level: give `upper`, `upper_factor`, or a calibration with `trust_upper`')
         upper = float(upper_factor) * float(lower)
+        source += ' (upper = factor x lower)' if source != 'given' else ''
     return TrustBand(float(lower), float(upper), source)
 
 

@@ -580,7 +580,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         self.ctx.n_dft_before = self.ctx.n_dft
         self.ctx.n_training_before = 0 if self.ctx.dataset is None else self.ctx.dataset.num_frames
         for key in ('selection', 'selected', 'label_report', 'held_out_label_report', 'finetune', 'evaluation',
-                    'evaluation_initial', 'new_held_out'):  # fmt: skip
+                    'evaluation_initial', 'new_held_out', 'n_added'):  # fmt: skip
             self.ctx.pop(key, None)
         return True
 
@@ -755,6 +755,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
                 self.ctx.held_out = outputs['accepted']
             else:
                 self.ctx.label_report = outputs['report']
+                self.ctx.n_added = report['accepted']
                 if 'accepted' in outputs and self.ctx.dataset is None:
                     self.ctx.dataset = outputs['accepted']
                 elif 'accepted' in outputs:
@@ -768,7 +769,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
 
     def run_retraining(self):
         futures = {}
-        if 'label' in self.ctx and self.ctx.dataset is not None:  # new training labels: a new committee
+        if self.ctx.get('n_added'):  # new training labels: a new committee (none if every label was rejected)
             inputs = self.exposed_inputs(FinetuneWorkChain, namespace='finetune')
             inputs['training_set'] = self.ctx.dataset
             if self.ctx.parameters['retrain_from'] == 'previous':

@@ -139,6 +139,12 @@ def test_thresholds_from_a_calibration():
     with pytest.raises(ValueError, match='upper'):
         trust_band(partial)
     assert trust_band(partial, upper_factor=4.0).upper == pytest.approx(0.2)
+    # both levels in one bin of a small calibration set (seen with 8 held-out atoms): the factor gives the upper one
+    same = {'trust_lower': 0.011, 'trust_upper': 0.011, 'negligible_spread': False}
+    with pytest.raises(ValueError, match='above the lower'):
+        trust_band(same)
+    fallback = trust_band(same, upper_factor=6.0)
+    assert fallback.upper == pytest.approx(0.066) and 'factor' in fallback.source
 
 
 def test_refusal_when_the_spread_is_negligible():
