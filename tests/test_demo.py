@@ -1,28 +1,84 @@
-"""README command 1 end to end: the demo pipeline on the test profile, with the real daemon, pw.x and MACE."""
+"""README command 1 end to end: ``aiida-nmcml campaign launch --protocol demo`` on the test profile, with the real
+daemon, pw.x and MACE, at test size.
+
+Test-sized overrides (tests/fixtures/campaign_test_overrides.yaml): the ``plumbing`` DFT protocol (Gamma point, 30 Ry:
+bookkeeping, not physics), two initial cells, a one-island GA, one active-learning iteration, a short single-replica
+diffusion run, and the tiny stand-in foundation model of the other daemon tests instead of the distilled one (which
+has its own tests, tests/workflows/test_distill.py). Every stage of the chain runs; then the finished campaign is
+continued, which must reuse every stage and run no DFT at all.
+"""
 
 import pathlib
-import sys
 
 import pytest
+import yaml
 from aiida import orm
+from click.testing import CliRunner
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+OVERRIDES = ROOT / 'tests' / 'fixtures' / 'campaign_test_overrides.yaml'
+PW = 'aiida.calculations:quantumespresso.pw'
+
+
+def pw_calculations(node) -> list:
+    return [n for n in node.called_descendants if isinstance(n, orm.CalcJobNode) and n.process_type == PW]
 
 
 @pytest.mark.slow
 @pytest.mark.daemon
-def test_demo_pipeline_runs_every_stage(nmcml_codes, started_daemon_client, capsys):
-    sys.path.insert(0, str(ROOT / 'examples'))
-    import demo_pipeline
+def test_demo_campaign_runs_every_stage(nmcml_codes, started_daemon_client, tiny_foundation_model, tmp_path):
+    from aiida.engine import submit
 
-    assert demo_pipeline.main(['--md-steps', '40']) == 0
-    out = capsys.readouterr().out
-    for stage in ('1. structures', '2. DFT+U', '3. fine-tuning', '4. MD', '5. genetic search', 'done:'):
-        assert stage in out
-    group = orm.load_group(out.split('demo campaign: group ')[1].split()[0])
-    processes = {node.process_label: node for node in group.nodes}
-    # MD goes through its restart work chain (nmcml.md.base), which exposes the calcjob's outputs
-    assert set(processes) == {'LabelWorkChain', 'FinetuneWorkChain', 'MdBaseWorkChain', 'SearchWorkChain'}
-    assert all(node.is_finished_ok for node in processes.values())
-    md = processes['MdBaseWorkChain'].outputs.output_parameters.get_dict()
-    assert md['steps_run'] == 40 and md['committee_size'] == 2
+    from aiida_nmcml.cli import cmd_root
+    from aiida_nmcml.workflows.campaign import EXTRAS_KEY, STAGES, continue_builder, stage_available
+
+    overrides = yaml.safe_load(OVERRIDES.read_text())
+    overrides['stages']['report'] = {'directory': str(tmp_path / 'report')}
+    overrides['stages']['labels']['overrides'] = {'qe': {'pseudo_family': nmcml_codes['pseudo_family']}}
+    (tmp_path / 'overrides.yaml').write_text(yaml.safe_dump(overrides))
+    name = 'test/demo-campaign'
+    args = ['campaign', 'launch', '--protocol', 'demo', '--foundation', str(tiny_foundation_model), '--name', name,
+            '--overrides', str(tmp_path / 'overrides.yaml'), '--daemon', '--wait']  # fmt: skip
+    result = CliRunner().invoke(cmd_root, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f'submitted campaign {name}' in result.output
+
+    node = orm.load_node(int(result.output.split(f'submitted campaign {name} <')[1].split('>')[0]))
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    stages = node.outputs.summary.get_dict()['stages']
+    expected_done = {'labels', 'committee', 'search'} | {
+        stage for stage in ('active_learning', 'diffusion', 'barriers', 'report') if stage_available(stage)
+    }
+    assert {stage for stage, state in stages.items() if state == 'done'} == expected_done, stages
+    assert all(state.startswith('skipped: not available') for s, state in stages.items() if s not in expected_done)
+    assert set(stages) == set(STAGES)
+
+    # every stage chain that ran is in its group; the DFT count of the status view is the real one
+    labels = {
+        g.label for g in orm.QueryBuilder().append(orm.Group, filters={'label': {'like': f'{name}/%'}}).all(flat=True)
+    }
+    for stage in ('labels', 'committee', 'search'):
+        assert f'{name}/{stage}' in labels
+    if 'active_learning' in expected_done:
+        assert f'{name}/active_learning/iter_01' in labels
+    n_dft = len([calc for calc in pw_calculations(node) if calc.is_finished_ok])
+    assert n_dft >= 2 + 2  # the initial set and one verified candidate per Li content
+    status = CliRunner().invoke(cmd_root, ['campaign', 'status', str(node.pk)], catch_exceptions=False)
+    assert status.exit_code == 0 and f'DFT        {n_dft} done' in status.output, status.output
+    if 'report' in expected_done:
+        report = pathlib.Path(node.base.extras.get(EXTRAS_KEY)['report'])
+        assert report.is_file() and str(tmp_path) in str(report)
+        assert f'the report is at {report}' in result.output
+
+    # continuing a campaign reuses every finished stage: no DFT, no training runs again
+    builder, reuse = continue_builder(node)
+    assert set(reuse) == {stage for stage in expected_done if stage != 'report'}
+    again = submit(builder)
+    while not again.is_terminated:
+        import time
+
+        time.sleep(2)
+    assert again.is_finished_ok, (again.exit_status, again.exit_message)
+    assert pw_calculations(again) == []
+    assert all(state.startswith(('skipped: reused', 'done')) for state in again.outputs.summary['stages'].values())
+    assert {m.uuid for m in again.outputs.committee.values()} == {m.uuid for m in node.outputs.committee.values()}
