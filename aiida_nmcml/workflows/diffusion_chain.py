@@ -56,6 +56,7 @@ from ..common import exit_codes
 from ..common.schema import Field, Section
 from ..engine import md_config
 from ..protocols import ProtocolMixin
+from ..setup.computer import job_options
 from . import diffusion as functions
 from .md_base import MdBaseWorkChain
 
@@ -425,6 +426,9 @@ class DiffusionWorkChain(ProtocolMixin, WorkChain):
         :param models: dict or list of MaceModel nodes (a list is keyed ``m0``, ``m1`` ...; ``m0`` drives).
         :param ground_states: optional ``{x key or x_li: StructureData}``, e.g. the ``candidates.<x>.rank_0``
             outputs of ``nmcml.search``.
+
+        With ``device: cuda`` (moderate, precise) every MD job asks for a GPU: ``gpu_options`` in ``overrides``, else
+        the computer template's ``gpu_directive``, else the protocol's generic ``--gres=gpu:1``.
         """
         inputs = cls.get_protocol_inputs(protocol, overrides)
         builder = cls.get_builder()
@@ -432,7 +436,14 @@ class DiffusionWorkChain(ProtocolMixin, WorkChain):
         builder.models = models if isinstance(models, dict) else {f'm{i}': m for i, m in enumerate(models)}
         builder.parameters = orm.Dict(inputs['parameters'])
         builder.device = orm.Str(inputs['device'])
-        builder.options = dict(inputs.get('options', {}))
+        # a cuda job asks for a GPU as the computer's template says (or `gpu_options` / the protocol's generic form)
+        builder.options = job_options(
+            code,
+            inputs.get('options', {}),
+            gpu=str(inputs['device']).startswith('cuda'),
+            default_gpu_options=cls.get_protocol_inputs(protocol)['gpu_options'],
+            gpu_options=(overrides or {}).get('gpu_options'),
+        )
         builder.clean_workdir = orm.Bool(bool(inputs.get('clean_workdir', False)))
         if ground_states:
             builder.ground_states = {

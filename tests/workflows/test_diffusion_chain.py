@@ -57,8 +57,22 @@ def test_protocol_grids(level):
         lattice = NmcLattice.from_supercell(full['lattice']['supercell'])
         widths = _perpendicular_widths(lattice.cell)
         assert lattice.n_sites >= 1000 and sorted(widths)[1] >= 24.0, widths
-        assert inputs['device'] == 'cuda'
+        assert inputs['device'] == 'cuda' and 'gpu' in inputs['gpu_options']['custom_scheduler_commands']
         assert full['production']['steps'] * full['production'].get('timestep_fs', 1.0) >= 1e6  # >= 1 ns
+
+
+def test_builder_gpu_directive_and_ground_state_keys(aiida_profile, nmcml_codes):
+    """moderate runs on cuda and its MD jobs carry a GPU request; demo on CPU carries none; ground states may be keyed
+    by x_li."""
+    models = [orm.Int(0)]
+    gpu = DiffusionWorkChain.get_builder_from_protocol(nmcml_codes['engine'], models, protocol='moderate')
+    assert gpu.device.value == 'cuda' and 'gpu' in gpu.options['custom_scheduler_commands']
+    structure = orm.StructureData(cell=[[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    cpu = DiffusionWorkChain.get_builder_from_protocol(
+        nmcml_codes['engine'], models, protocol='demo', ground_states={0.5: structure}
+    )
+    assert 'custom_scheduler_commands' not in cpu.options and cpu.options['max_wallclock_seconds'] == 1800
+    assert sorted(cpu.ground_states) == ['x0_5000']
 
 
 def test_orderings_ground_state_then_random():
