@@ -494,17 +494,23 @@ def cmd_report(identifier, folder, open_it):
 
 @cmd_campaign.command('export')
 @click.argument('identifier')
-@click.option('--folder', default=None, help='Where to write the archive and the FAIR bundle.')
+@click.option(
+    '--folder', default=None, help='Where to write the archive and the FAIR bundle (default ./<name>-export).'
+)
+@click.option('--force', is_flag=True, help='Replace an archive that is already there.')
 @decorators.with_dbenv()
-def cmd_export(identifier, folder):
+def cmd_export(identifier, folder, force):
     """Export the campaign: an AiiDA archive of its groups and a FAIR bundle (Materials Cloud Archive layout)."""
     node = load_campaign(identifier)
     exporter = export_entry_point()
     if exporter is None:
         echo.echo_critical('export is not available in this version (aiida_nmcml.report.export_campaign is missing)')
     target = pathlib.Path(folder) if folder else pathlib.Path.cwd() / f'{node.label.replace("/", "_")}-export'
-    path = exporter(node, target)
-    echo.echo_success(f'exported to {path}')
+    try:
+        path = exporter(node, target, overwrite=force)
+    except FileExistsError as exc:
+        echo.echo_critical(f'{exc}'.replace('overwrite=True (CLI: --force)', '--force'))
+    echo.echo_success(f'exported to {path.parent} (metadata: {path})')
 
 
 def export_entry_point():

@@ -141,3 +141,22 @@ def test_report_calls_the_report_writer(campaign_node, monkeypatch, tmp_path):
     result = invoke('report', str(campaign_node.pk), '--folder', str(tmp_path))
     assert result.exit_code == 0 and f'report written: {tmp_path / "index.html"}' in result.output
     assert calls == [(campaign_node.pk, tmp_path)]
+
+
+def test_export_calls_the_exporter_and_refuses_to_overwrite(campaign_node, monkeypatch, tmp_path):
+    from aiida_nmcml import report
+
+    def fake(node, folder, overwrite=False):  # the export's own tests round-trip a real archive
+        if (folder / 'campaign.aiida').exists() and not overwrite:
+            raise FileExistsError(
+                f'{folder / "campaign.aiida"} exists: pass overwrite=True (CLI: --force) to replace it'
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / 'campaign.aiida').write_text('')
+        return folder / 'metadata.json'
+
+    monkeypatch.setattr(report, 'export_campaign', fake, raising=False)
+    assert invoke('export', str(campaign_node.pk), '--folder', str(tmp_path)).exit_code == 0
+    again = invoke('export', str(campaign_node.pk), '--folder', str(tmp_path))
+    assert again.exit_code == 1 and 'exists: pass --force to replace it' in again.output
+    assert invoke('export', str(campaign_node.pk), '--folder', str(tmp_path), '--force').exit_code == 0
