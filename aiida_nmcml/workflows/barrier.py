@@ -31,6 +31,9 @@ and labels are added to the group ``C/barriers``.
 
 from __future__ import annotations
 
+import functools
+import json
+
 import numpy as np
 from aiida import orm
 from aiida.engine import ToContext, WorkChain, calcfunction, if_
@@ -232,18 +235,26 @@ def barrier_table(settings: orm.Dict, **kwargs):
     return orm.Dict(table)
 
 
+@functools.cache
+def _plan_error(params_json: str) -> str | None:
+    """Why the hops cannot be built, or None (cached: the port is validated on every builder assignment)."""
+    try:
+        plan_hops(json.loads(params_json))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def validate_parameters(value, _):
+    """Schema errors (closest key named), then a dry run of the hop builder: a hop the host cannot hold (no Mn next
+    to any tetrahedral site of this cell, say) is refused before submission, naming the hop."""
     if value is None:
         return None
     params = value.get_dict()
     errors = PARAMETERS.errors(params, 'parameters')
     if errors:
         return '\n'.join(errors)
-    try:
-        plan_hops(params)
-    except ValueError as exc:
-        return str(exc)
-    return None
+    return _plan_error(json.dumps(params, sort_keys=True))
 
 
 def validate_inputs(inputs, _):
@@ -380,10 +391,10 @@ class BarrierWorkChain(ProtocolMixin, WorkChain):
         outputs = build_hops(self.inputs.parameters)
         self.ctx.hop_info = outputs['hop_info'].get_dict()
         self.ctx.hop_structures = outputs
-        self.ctx.keys = sorted(self.ctx.hop_info)
+        self.ctx.hop_keys = sorted(self.ctx.hop_info)
         self.ctx.failed = {}
         self.ctx.group_nodes = []
-        for key in self.ctx.keys:
+        for key in self.ctx.hop_keys:
             info = self.ctx.hop_info[key]
             self.report(
                 f'hop {key}: {info["formula"]}, moving Li {info["moving_index"]}, TM nearest the transition point '
@@ -392,7 +403,7 @@ class BarrierWorkChain(ProtocolMixin, WorkChain):
 
     def run_neb(self):
         children = {}
-        for key in self.ctx.keys:
+        for key in self.ctx.hop_keys:
             inputs = self.exposed_inputs(NebCalculation, namespace='neb')
             inputs['initial_structure'] = self.ctx.hop_structures[f'{key}__initial']
             inputs['final_structure'] = self.ctx.hop_structures[f'{key}__final']
@@ -408,7 +419,7 @@ class BarrierWorkChain(ProtocolMixin, WorkChain):
         """A converged NEB or one that stopped with its images attached (740) is usable; others fail their hop."""
         not_converged = NebCalculation.exit_codes.ERROR_NEB_NOT_CONVERGED.status
         self.ctx.usable = []
-        for key in self.ctx.keys:
+        for key in self.ctx.hop_keys:
             node = self.ctx[f'neb_{key}']
             usable = (node.is_finished_ok or node.exit_status == not_converged) and all(
                 name in node.outputs for name in ('output_parameters', 'images', 'image_structures')

@@ -49,6 +49,14 @@ def test_neb_calcjob_keeps_outputs_when_not_converged(nmcml_codes, tiny_foundati
     assert len(ts.sites) == len(hop.initial)
     # the starting moments travel with the path (DFT single points start every image alike)
     assert ts.base.attributes.get('nmcml_magmoms') == pytest.approx(list(hop.initial.get_initial_magnetic_moments()))
+    # every image as a structure with the same starting moments and sublattice labels (nmcml.barrier's DFT check)
+    structures = node.outputs.image_structures
+    assert sorted(structures) == [f'image_{i:02d}' for i in range(5)]
+    for name, structure in structures.items():
+        index = int(name.split('_')[1])
+        np.testing.assert_allclose(structure.get_ase().positions, images.get_step_structure(index).get_ase().positions)
+        assert structure.base.attributes.get('nmcml_magmoms') == ts.base.attributes.get('nmcml_magmoms')
+        assert structure.base.attributes.get('nmcml_sublattice') == list(hop.initial.arrays['sublattice'])
     config = node.base.repository.get_object_content('input.json')
     assert models['a'].sha256 in config and '"initial": "initial.extxyz"' in config
 
