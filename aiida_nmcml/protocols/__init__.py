@@ -25,8 +25,57 @@ from functools import cache
 
 import yaml
 
+from aiida_nmcml.common.schema import closest_key
+
 PROTOCOL_LEVELS = ('demo', 'fast', 'moderate', 'precise')
 PROTOCOL_DIRECTORY = pathlib.Path(__file__).parents[1] / 'workflows' / 'protocols'
+
+#: Override keys a builder takes besides the keys of its protocol file (popped or read by its
+#: ``get_builder_from_protocol``: the work chain's own ports, or the protocol overrides of a child work chain).
+OVERRIDE_KEYS: dict[str, tuple[str, ...]] = {
+    'md.yaml': ('max_iterations', 'clean_workdir'),
+    'ga.yaml': ('max_iterations', 'clean_workdir'),
+    'search.yaml': ('ga', 'label'),
+    'active_learning.yaml': ('md', 'label', 'finetune'),
+}
+
+
+class UnknownOverrideError(ValueError):
+    """An override key that is neither in the protocol file nor taken by the builder (a typo, usually)."""
+
+
+def protocol_keys(data: dict) -> set[str]:
+    """Top-level keys of a protocol file: ``default_inputs`` and every level (a level may add a key)."""
+    keys = set(data['default_inputs'])
+    for level in data['protocols'].values():
+        keys |= {key for key in level if key != 'description'}
+    return keys
+
+
+def check_override_keys(overrides: dict | None, valid, *, owner: str = '', path: str = 'overrides') -> None:
+    """Refuse unknown top-level override keys, naming the closest valid one (aiida-qe only warns).
+
+    Why: a misspelt override used to be merged next to the real key and ignored, so the run went ahead with the
+    protocol's value and exit 0. Nested sections are checked by their own schemas (label settings, the MD / GA /
+    training parameters) before submission.
+    """
+    if not overrides:
+        return
+    if not isinstance(overrides, dict):
+        raise UnknownOverrideError(
+            f'{path} for {owner or "this protocol"} must be a dict, got {type(overrides).__name__}'
+        )
+    valid = sorted(valid)
+    messages = []
+    for key in overrides:
+        if key not in valid:
+            hint = closest_key(str(key), valid)
+            messages.append(
+                f'{path}: unknown key {key!r}{f"; did you mean {hint!r}?" if hint else ""} '
+                f'(valid keys for {owner or "this protocol"}: {", ".join(valid)})'
+            )
+    if messages:
+        raise UnknownOverrideError('\n'.join(messages))
 
 
 def recursive_merge(left: dict, right: dict) -> dict:
@@ -74,6 +123,69 @@ class ProtocolMixin:
         return load_protocol_inputs(cls._protocol_filename, protocol, overrides, owner=cls.__name__)
 
 
+def _type_error(value, reference, path: str) -> str | None:
+    """A message when ``value`` cannot stand where the protocol has ``reference`` (the protocol is the example)."""
+    if reference is None or (isinstance(reference, dict) and isinstance(value, dict)):
+        return None
+    if value is None and not isinstance(reference, dict):
+        return None  # nullable or not: the parameter's schema says (e.g. trust_lower None = from the calibration)
+    kinds = (
+        (bool, (bool,), 'a boolean'),
+        (int, (int,), 'an integer'),
+        (float, (int, float), 'a number'),
+        (str, (str,), 'a string'),
+        (list, (list, tuple), 'a list'),
+        (dict, (dict,), 'a dict'),
+    )
+    for kind, accepted, name in kinds:
+        if isinstance(reference, kind):
+            ok = isinstance(value, accepted) and not (kind is not bool and isinstance(value, bool))
+            return None if ok else f'{path}: {value!r} ({type(value).__name__}) is not {name}, as in the protocol'
+    return None
+
+
+#: protocol sections that hold CalcJob ``metadata.options`` (their keys are the options' names)
+OPTIONS_KEYS = ('options', 'gpu_options')
+
+
+def _option_errors(options: dict, where: str) -> list[str]:
+    """Unknown CalcJob option names (``max_wallclock_secondss``), with the closest valid one."""
+    from aiida.engine import CalcJob
+
+    valid = sorted(CalcJob.spec_options)
+    messages = []
+    for key in options:
+        if key not in valid:
+            hint = closest_key(str(key), valid)
+            messages.append(f'{where}: unknown CalcJob option {key!r}{f"; did you mean {hint!r}?" if hint else ""}')
+    return messages
+
+
+def check_override_types(overrides: dict, reference: dict, path: str = 'overrides') -> None:
+    """Refuse override values whose type differs from the protocol's value at the same key (dicts recursively).
+
+    Why: ``{'committee_size': []}`` or ``{'metadata': None}`` used to end in a ``TypeError`` / ``AttributeError``
+    from deep inside a builder. Where the protocol has ``None``, and for ``None`` in place of a scalar, the parameter
+    schemas decide; ranges and choices are checked by the schemas and port validators, before submission.
+    """
+    messages = []
+
+    def walk(value, ref, where):
+        message = _type_error(value, ref, where)
+        if message:
+            messages.append(message)
+        elif where.rsplit('.', 1)[-1] in OPTIONS_KEYS and isinstance(value, dict):
+            messages.extend(_option_errors(value, where))
+        elif isinstance(value, dict) and isinstance(ref, dict):
+            for key, item in value.items():
+                if key in ref:
+                    walk(item, ref[key], f'{where}.{key}')
+
+    walk(overrides, reference, path)
+    if messages:
+        raise UnknownOverrideError('\n'.join(messages))
+
+
 def load_protocol_inputs(
     filename: str, protocol: str | None = None, overrides: dict | None = None, *, owner: str = ''
 ) -> dict:
@@ -83,6 +195,7 @@ def load_protocol_inputs(
     An unknown protocol name raises ``ValueError`` listing the valid ones.
     """
     data = copy.deepcopy(_load(str(PROTOCOL_DIRECTORY / filename)))
+    check_override_keys(overrides, protocol_keys(data) | set(OVERRIDE_KEYS.get(filename, ())), owner=owner or filename)
     protocol = protocol or data['default_protocol']
     if protocol not in data['protocols']:
         raise ValueError(
@@ -90,4 +203,5 @@ def load_protocol_inputs(
         )
     level = {k: v for k, v in data['protocols'][protocol].items() if k != 'description'}
     inputs = recursive_merge(data['default_inputs'], level)
+    check_override_types(overrides or {}, inputs)
     return recursive_merge(inputs, overrides or {})

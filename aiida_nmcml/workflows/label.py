@@ -171,7 +171,12 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
             raise LabelInputError(f'unknown engine {engine!r}: choose one of {", ".join(ENGINES)}.')
         if isinstance(code, str):
             code = orm.load_code(code)
-        inputs = cls.get_protocol_inputs(protocol, overrides)
+        from aiida_nmcml.protocols import UnknownOverrideError
+
+        try:
+            inputs = cls.get_protocol_inputs(protocol, overrides)
+        except UnknownOverrideError as exception:  # one error type for every refused label setting
+            raise LabelInputError(f'invalid label settings:\n{exception}') from exception
         if overrides and 'hubbard_u' in overrides:  # replaced, not merged: {} must mean plain DFT
             inputs['hubbard_u'] = dict(overrides['hubbard_u'] or {})
         from aiida_nmcml.dft.settings import check_label_inputs

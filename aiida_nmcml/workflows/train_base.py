@@ -22,7 +22,13 @@ from aiida.engine import ProcessHandlerReport, process_handler
 
 from ..calculations.train import DEFAULT_PARAMETERS, MaceTrainCalculation
 from ..common import exit_codes
-from ..protocols import ProtocolMixin, load_protocol_inputs, recursive_merge
+from ..protocols import (
+    ProtocolMixin,
+    check_override_keys,
+    check_override_types,
+    load_protocol_inputs,
+    recursive_merge,
+)
 from ..setup.computer import job_options
 from .restart import NmcmlBaseRestartWorkChain
 
@@ -57,7 +63,10 @@ class MaceTrainBaseWorkChain(ProtocolMixin, NmcmlBaseRestartWorkChain):
     def _train_inputs(cls, protocol, overrides) -> tuple[dict, dict]:
         """The ``train`` section with ``device`` and ``overrides``, and the protocol's generic ``gpu_options``."""
         full = load_protocol_inputs(cls._protocol_filename, protocol, owner=cls.__name__)
+        valid = {*full['train'], 'device', 'metadata', 'gpu_options', 'max_iterations', 'clean_workdir'}
+        check_override_keys(overrides, valid, owner=cls.__name__)
         inputs = recursive_merge(full['train'], {'device': full.get('device', 'cpu')})
+        check_override_types(overrides or {}, inputs)
         return recursive_merge(inputs, dict(overrides or {})), full.get('gpu_options', {})
 
     @classmethod
