@@ -249,7 +249,7 @@ def finish(node) -> None:
     report = node.base.extras.get(EXTRAS_KEY, {}).get('report')
     if report:
         click.echo(f'the report is at {report}')
-    click.echo(f'every node: `verdi group list -a {node.label}`; progress: `aiida-nmcml campaign status {node.pk}`')
+    click.echo(f'groups: `verdi group list -C -s {node.label}/`; progress: `aiida-nmcml campaign status {node.pk}`')
     if not node.is_finished_ok:
         sys.exit(1)
 
