@@ -1,6 +1,6 @@
 """NMC structure builders (layered R-3m, alpha-NaFeO2 type).
 
-Lattice parameters: a = 2.87 Å, c = 14.2 Å for NMC811 (hint, ../shared/REFERENCES.md "U"; NMC111 a = 2.864,
+Lattice parameters: a = 2.87 Å, c = 14.2 Å for NMC811 (hint, docs/references.md "Structure"; NMC111 a = 2.864,
 c = 14.233 Å, Electrochim. Acta 48, 145 (2002)).
 
 Every later stage (GA, DFT labelling, MD analysis) must know which site belongs to which sublattice without
@@ -13,7 +13,7 @@ charge compensation: Ni2+ (d8, 2 µB), Ni3+ (low-spin d7, 1 µB), Ni4+ (low-spin
 (NMC811 below x ≈ 0.1) is Co oxidised to Co4+ (low-spin d5, 1 µB). Zero starting moments for the low-spin d6 ions are
 deliberate: a nonzero start pushes the SCF towards a spurious intermediate-spin state, and Ni2+/Ni3+/Mn4+ already
 break the spin symmetry whenever they are present. ``magnetic='mp'`` gives the Materials Project ferromagnetic
-high-spin start instead (Ni 5, Co 0.6, Mn 5 µB; ../shared/REFERENCES.md, pymatgen MPRelaxSet).
+high-spin start instead (Ni 5, Co 0.6, Mn 5 µB; docs/references.md, pymatgen MPRelaxSet).
 """
 
 from __future__ import annotations
