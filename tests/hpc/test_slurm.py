@@ -2,15 +2,15 @@
 ``scripts/start_hpc_services.sh`` (core.slurm + core.ssh to localhost:2222), nothing is mocked.
 
 Checked: inputs are uploaded over SSH, the job is queued and run by SLURM (a job id, the #SBATCH header, the GPU
-directive of the computer template), outputs come back through ``retrieved`` and are parsed from it; a job killed by
-its SLURM walltime is continued from its checkpoint by MdBaseWorkChain; a SIGKILLed daemon picks up the running
-label and MD work chains after a restart without running a finished DFT calculation again.
+directive of the computer template), outputs come back through ``retrieved`` and are parsed from it; an MD and a
+training job killed by their SLURM walltime end with 120 and are continued from their checkpoints by MdBaseWorkChain
+and MaceTrainBaseWorkChain; a SIGKILLed daemon picks up the label, fine-tune and MD work chains after a restart
+without running a finished DFT or training job again (also on the production profile: marker ``production``).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import pathlib
 import signal
 import sys
@@ -22,6 +22,7 @@ from aiida import orm
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PW = 'aiida.calculations:quantumespresso.pw'
 MD = 'aiida.calculations:nmcml.md'
+TRAIN = 'aiida.calculations:nmcml.mace.train'
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.daemon]
 
@@ -142,23 +143,108 @@ def test_training_with_gpu_directive_through_slurm(slurm_codes, submit_and_await
     assert node.outputs.model.base.repository.list_object_names()
 
 
-def test_md_killed_by_slurm_walltime_is_continued_from_its_checkpoint(
-    slurm_codes, model_node, tiny_foundation_model, submit_and_await
+WALLTIME_TRAIN_PARAMETERS = {
+    'model': 'MACE',
+    'num_channels': 8,
+    'max_L': 0,
+    'correlation': 2,
+    'num_interactions': 2,
+    'r_max': 4.0,
+    'num_radial_basis': 4,
+    'num_cutoff_basis': 3,
+    'batch_size': 4,
+    'valid_batch_size': 8,
+    'eval_interval': 1,
+    'patience': 100000,  # no early stop: the walltime, not the data, ends the first job
+    'save_all_checkpoints': True,  # a checkpoint every epoch (mace keeps the last): restart where it was killed
+}
+
+
+@functools.cache
+def train_timing(code_uuid: str, set_uuid: str) -> tuple[float, float]:
+    """``(startup_s, epochs_per_s)`` of ``mace_run_train`` on this machine now, for the walltime training below.
+
+    One real run of the job's own folder (a dry run of the calcjob, 6 epochs): start-up is the time to the first
+    epoch line, the rate comes from mace's time stamps of the epoch lines.
+    """
+    import datetime
+    import shutil
+    import subprocess
+
+    from aiida.engine import run_get_node
+
+    from aiida_nmcml.calculations.train import MaceTrainCalculation
+
+    builder = MaceTrainCalculation.get_builder()
+    builder.code = orm.load_node(code_uuid)
+    builder.training_set = orm.load_node(set_uuid)
+    builder.seed = orm.Int(1)
+    builder.parameters = orm.Dict({**WALLTIME_TRAIN_PARAMETERS, 'max_num_epochs': 6})
+    builder.metadata.options.max_wallclock_seconds = 600
+    builder.metadata.dry_run = True
+    builder.metadata.store_provenance = False
+    _, node = run_get_node(builder)
+    folder = pathlib.Path(node.dry_run_info['folder'])
+    trainer = pathlib.Path(sys.executable).parent / 'mace_run_train'
+    start = datetime.datetime.now()
+    out = subprocess.run(
+        [str(trainer), '--config=config.yaml'], cwd=folder, capture_output=True, text=True, timeout=600, check=True
+    ).stdout
+    shutil.rmtree(folder, ignore_errors=True)
+    stamps = [
+        datetime.datetime.strptime(line[:23], '%Y-%m-%d %H:%M:%S.%f')
+        for line in out.splitlines()
+        if ' INFO: Epoch ' in line
+    ]
+    rate = (len(stamps) - 1) / max((stamps[-1] - stamps[0]).total_seconds(), 1e-3)
+    return (stamps[0] - start).total_seconds(), rate
+
+
+def has_checkpoint(calc) -> bool:
+    """Whether the running job of ``calc`` has written a checkpoint in its work directory (the test cluster's remote
+    is this machine): the MD engine's ``checkpoint.npz``, mace's ``checkpoints/*.pt``."""
+    from aiida_nmcml.engine.md_io import CHECKPOINT
+
+    workdir = calc.get_remote_workdir()
+    if not workdir:
+        return False
+    folder = pathlib.Path(workdir)
+    return (folder / CHECKPOINT).is_file() or any((folder / 'checkpoints').glob('*.pt'))
+
+
+def test_md_and_training_killed_by_slurm_walltime_are_continued(
+    slurm_codes, model_node, tiny_foundation_model, started_daemon_client
 ):
-    """nmcml.md jobs with a 60 s SLURM walltime and a target of ~2.5 jobs of MD: SLURM kills the first job, the
-    MdBaseWorkChain continues from the retrieved checkpoint (parent folder on the remote) until the target."""
-    from aiida_nmcml.calculations.md import MdCalculation
+    """An nmcml.md.base and an nmcml.mace.train.base through SLURM, submitted together. When the first job of each
+    has written a checkpoint, its SLURM time limit is lowered to 1 min (``scontrol update TimeLimit=1``, as an
+    admin may do): SLURM kills it for its walltime at its next check, whatever the load of the machine (a fixed
+    60 s ``--time`` made the kill land before the first checkpoint when the start-up alone took a minute). Each
+    killed calcjob ends with 120 (SLURM's line read from any line of the retrieved scheduler stderr: the MD job's
+    e3nn warning comes first) and the restart work chain continues it from its checkpoint in the remote folder (MD:
+    its checkpoint; training: mace's ``checkpoints/`` with ``restart_latest``) to the same target."""
+    import subprocess
+
+    from aiida.engine import submit
+    from ase.io import read
+
     from aiida_nmcml.setup.computer import scheduler_options
     from aiida_nmcml.workflows.md_base import MdBaseWorkChain
+    from aiida_nmcml.workflows.train_base import MaceTrainBaseWorkChain
 
+    sys.path.insert(0, str(ROOT / 'tests' / 'calculations'))
+    from train_helpers import toy_set
+
+    options = {'max_wallclock_seconds': 900, **scheduler_options(slurm_codes['computer'])}
     atoms = md_atoms()
-    startup, rate = md_timing(tiny_foundation_model)
-    # SLURM kills 60-95 s after the start (its time-limit check runs every 30 s): ~ rate * (70 - startup) steps per
-    # job; 2.5 jobs' worth makes the first job die and 3-4 jobs finish, within a factor ~2 of the estimate
-    per_job = rate * max(70 - startup, 10)
-    steps = max(int(2.5 * per_job) // 20 * 20, 60)
-    timing = f'{steps} steps at {rate:.1f}/s, start-up {startup:.0f} s'
-    builder = MdBaseWorkChain.get_builder_from_protocol(
+    _, rate = md_timing(tiny_foundation_model)
+    training_set = toy_set(24, seed=5)
+    _, epoch_rate = train_timing(slurm_codes['mace_train'].uuid, training_set.uuid)
+    # the kill comes <= ~90 s after the first checkpoint (1 min floor of the new limit + SLURM's 30 s check):
+    # 120 s of work makes the first job die with work left and the second one finish
+    steps = max(int(rate * 120) // 20 * 20, 60)
+    epochs = max(int(epoch_rate * 120), 8)
+    timing = f'MD {steps} steps at {rate:.1f}/s; training {epochs} epochs at {epoch_rate:.2f}/s'
+    md_builder = MdBaseWorkChain.get_builder_from_protocol(
         slurm_codes['engine'],
         orm.StructureData(ase=atoms),
         models=[model_node],
@@ -174,30 +260,60 @@ def test_md_killed_by_slurm_walltime_is_continued_from_its_checkpoint(
                 'seed': 1,
                 'stop': {'max_temperature': None},
             },
-            'metadata': {'options': {'max_wallclock_seconds': 60, **scheduler_options(slurm_codes['computer'])}},
+            'metadata': {'options': options},
+            'max_iterations': 4,
         },
     )
-    builder.max_iterations = orm.Int(8)
-    node = submit_and_await(builder, timeout=1500)
-    assert node.is_finished_ok, (node.exit_status, node.exit_message, timing)
-    children = sorted(node.called, key=lambda n: n.ctime)
-    assert len(children) >= 2, f'the first job was not killed: {timing}'
-    killed = MdCalculation.exit_codes.ERROR_MISSING_STATUS_FILE.status
-    for first, second in itertools.pairwise(children):
-        script = assert_went_through_slurm(first, slurm_codes['computer'])
-        assert '#SBATCH --time=00:01:00' in script
-        # AiiDA reads SLURM's "CANCELLED ... DUE TO TIME LIMIT" (120) when it can; otherwise the missing status (310)
-        assert first.exit_status in (120, killed), (first.exit_status, first.exit_message)
-        assert second.inputs.parent_folder.uuid == first.outputs.remote_folder.uuid
-    assert any('DUE TO TIME LIMIT' in (c.get_scheduler_stderr() or '') for c in children[:-1])
-    assert children[-1].is_finished_ok
-    summary = node.outputs.output_parameters.get_dict()
-    assert summary['last_step'] == steps and summary['start_step'] > 0
-    from ase.io import read
+    train_builder = MaceTrainBaseWorkChain.get_builder_from_protocol(
+        slurm_codes['mace_train'],
+        training_set,
+        protocol='demo',
+        overrides={
+            'parameters': {**WALLTIME_TRAIN_PARAMETERS, 'max_num_epochs': epochs},
+            'metadata': {'options': options},
+            'max_iterations': 4,
+        },
+        seed=orm.Int(1),
+    )
+    md, train = submit(md_builder), submit(train_builder)
+    shortened = set()
+    deadline = time.monotonic() + 1800
+    while not (md.is_terminated and train.is_terminated):
+        assert time.monotonic() < deadline, f'not finished in 30 min: {timing}'
+        for node in (md, train):
+            first = sorted(node.called, key=lambda n: n.ctime)[:1]
+            if first and first[0].pk not in shortened and first[0].get_job_id() and has_checkpoint(first[0]):
+                cmd = ['scontrol', 'update', f'JobId={first[0].get_job_id()}', 'TimeLimit=1']
+                subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+                shortened.add(first[0].pk)
+        time.sleep(1)
+    assert md.is_finished_ok, (md.exit_status, md.exit_message, timing)
+    assert train.is_finished_ok, (train.exit_status, train.exit_message, timing)
 
-    with node.outputs.trajectory.open(mode='r') as handle:
+    for node in (md, train):
+        first, *rest = sorted(node.called, key=lambda n: n.ctime)
+        assert first.pk in shortened and len(rest) == 1, f'{node.process_label}: {len(rest) + 1} jobs ({timing})'
+        assert_went_through_slurm(first, slurm_codes['computer'])
+        assert 'DUE TO TIME LIMIT' in first.get_scheduler_stderr(), first.get_scheduler_stderr()
+        assert first.exit_status == 120, (first.exit_status, first.exit_message, timing)
+        assert rest[0].inputs.parent_folder.uuid == first.outputs.remote_folder.uuid
+        assert rest[0].is_finished_ok and not rest[0].get_scheduler_stderr().count('TIME LIMIT')
+
+    # MD: the kill came after the engine's warnings, and the trajectory is one continuous run to the target
+    md_first = sorted(md.called, key=lambda n: n.ctime)[0]
+    assert 'DUE TO TIME LIMIT' not in md_first.get_scheduler_stderr().splitlines()[0]
+    summary = md.outputs.output_parameters.get_dict()
+    assert summary['last_step'] == steps and summary['start_step'] > 0
+    with md.outputs.trajectory.open(mode='r') as handle:
         recorded = [a.info['step'] for a in read(handle, ':', format='extxyz')]
     assert recorded[-1] == steps and recorded == sorted(set(recorded))
+
+    # training: the continued job went on from the epoch the killed one had reached (mace's latest checkpoint,
+    # saved every epoch), not from epoch 0, and reached the target
+    curves = [c.outputs.learning_curve.get_array('epoch') for c in sorted(train.called, key=lambda n: n.ctime)]
+    assert curves[0][0] == 0 and curves[0][-1] <= curves[1][0] <= curves[0][-1] + 1, (curves, timing)
+    assert curves[1][-1] == epochs - 1, (curves, timing)
+    assert train.outputs.model.base.repository.list_object_names()
 
 
 def kill_daemon_hard(client) -> list[int]:
@@ -217,16 +333,42 @@ def kill_daemon_hard(client) -> list[int]:
     return [p.pid for p in procs]
 
 
-def test_daemon_sigkill_during_label_and_md_then_restart(
+HOLD = '#SBATCH --hold'  # queued but not started until `scontrol release`: a busy queue, made deterministic
+
+
+def release(calcs) -> None:
+    """Let SLURM start the held jobs of ``calcs`` (``scontrol release``; a job that is not held is left alone)."""
+    import subprocess
+
+    ids = [str(c.get_job_id()) for c in calcs if c.get_job_id()]
+    if ids:
+        subprocess.run(['scontrol', 'release', ','.join(ids)], check=False, capture_output=True, timeout=60)
+
+
+def job_state(calc) -> str:
+    """SLURM's state of the job of ``calc`` (RUNNING, PENDING ...), '' once it has left the queue."""
+    import subprocess
+
+    cmd = ['squeue', '-h', '-j', str(calc.get_job_id()), '-o', '%T']
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60).stdout.strip()
+
+
+@pytest.mark.production
+def test_daemon_sigkill_during_label_finetune_and_md_then_restart(
     slurm_codes, model_node, tiny_foundation_model, started_daemon_client, submit_and_await
 ):
-    """Label (2 pw.x frames) and MD submitted; the daemon is SIGKILLed once a DFT job has finished and the MD job
-    is in SLURM; after a restart both work chains finish, the finished pw.x calculation is reused, not rerun (the
-    number of PwCalculation nodes equals the number of frames) and the MD job is not submitted again."""
+    """A label (2 pw.x frames), a fine-tune (committee of 2) and an MD run through SLURM; the daemon is SIGKILLed
+    when one DFT job and one training job have finished, the other DFT and training jobs wait in the queue (held)
+    and the MD job runs. After a restart all three finish; no finished DFT or training job runs again and no job is
+    submitted twice: the numbers of PwCalculation and training calcjobs equal the frames and the members, and the
+    queued and running jobs are picked up by their SLURM job ids."""
     from aiida.engine import submit
 
+    from aiida_nmcml.data.trainingset import TrainingSet
     from aiida_nmcml.setup.computer import scheduler_options
     from aiida_nmcml.structures import layered_parent
+    from aiida_nmcml.testing.toymodel import toy_frames
+    from aiida_nmcml.workflows.finetune import FinetuneWorkChain
     from aiida_nmcml.workflows.label import LabelWorkChain
     from aiida_nmcml.workflows.md_base import MdBaseWorkChain
 
@@ -244,11 +386,31 @@ def test_daemon_sigkill_during_label_and_md_then_restart(
         structures,
         engine='qe',
         protocol='plumbing',
-        overrides={'qe': {'pseudo_family': slurm_codes['pseudo_family']}},
+        overrides={
+            'qe': {
+                'pseudo_family': slurm_codes['pseudo_family'],
+                'options': {'max_wallclock_seconds': 1800, 'custom_scheduler_commands': HOLD, **options},
+            }
+        },
+    )
+    finetune_builder = FinetuneWorkChain.get_builder_from_protocol(
+        slurm_codes['mace_train'],
+        TrainingSet.from_frames(toy_frames(16, seed=41)).store(),
+        validation_set=TrainingSet.from_frames(toy_frames(6, seed=42)).store(),
+        foundation_model=model_node,
+        evaluate_code=slurm_codes['engine'],
+        protocol='demo',
+        overrides={
+            'train': {
+                'parameters': {'max_num_epochs': 1},
+                'metadata': {'options': {'custom_scheduler_commands': HOLD, **options}},
+            },
+            'evaluate': {'metadata': {'options': options}},
+        },
     )
     atoms = md_atoms()
     _, rate = md_timing(tiny_foundation_model)
-    steps = int(rate * 60) // 20 * 20 + 20  # ~1 min of MD after its start-up: still running when the daemon dies
+    steps = int(rate * 45) // 20 * 20 + 20  # ~45 s of MD after its start-up; released just before the kill
     md_builder = MdBaseWorkChain.get_builder_from_protocol(
         slurm_codes['engine'],
         orm.StructureData(ase=atoms),
@@ -256,46 +418,60 @@ def test_daemon_sigkill_during_label_and_md_then_restart(
         protocol='demo',
         overrides={
             'parameters': {'steps': steps, 'checkpoint_stride': 20, 'trajectory_stride': 20, 'seed': 2},
-            'metadata': {'options': {'max_wallclock_seconds': 1800, **options}},
+            'metadata': {'options': {'max_wallclock_seconds': 1800, 'custom_scheduler_commands': HOLD, **options}},
         },
     )
-    label = submit(label_builder)
-    md = submit(md_builder)
+    label, finetune, md = submit(label_builder), submit(finetune_builder), submit(md_builder)
 
-    def pw_calcs():
-        return [n for n in label.called_descendants if n.process_type == PW]
+    def calcs(node, entry_point):
+        return sorted((n for n in node.called_descendants if n.process_type == entry_point), key=lambda n: n.ctime)
 
-    def md_calcs():
-        return [n for n in md.called_descendants if n.process_type == MD]
+    def queued(node, entry_point):
+        return [c for c in calcs(node, entry_point) if c.get_job_id()]
 
-    deadline = time.monotonic() + 600
+    # one DFT and one training job run; the others wait in the queue; once the two have finished, the MD job is
+    # released and the daemon is killed as soon as SLURM runs it
+    deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
-        done = [c for c in pw_calcs() if c.is_finished_ok]
-        running_md = [c for c in md_calcs() if c.get_job_id() and not c.is_terminated]
-        if done and running_md:
-            break
-        assert not (label.is_terminated or md.is_terminated), 'finished before the kill: make the work longer'
+        pws, trains, mds = queued(label, PW), queued(finetune, TRAIN), queued(md, MD)
+        release(pws[:1] + trains[:1])
+        done = [c for c in pws + trains if c.is_finished_ok]
+        if len(pws) == 2 and len(trains) == 2 and {c.process_type for c in done} == {PW, TRAIN} and mds:
+            release(mds)
+            if job_state(mds[0]) == 'RUNNING':
+                break
+        assert not any(n.is_terminated for n in (label, finetune, md)), 'a work chain ended before the kill'
         time.sleep(1)
     else:
-        pytest.fail('no finished pw.x with a queued MD job within 10 min')
-    finished_before = {c.uuid for c in pw_calcs() if c.is_finished_ok}
-    md_job = md_calcs()[0].get_job_id()
+        pytest.fail('no finished pw.x and training job with a running MD job within 15 min')
+    finished_before = {c.uuid for c in calcs(label, PW) + calcs(finetune, TRAIN) if c.is_finished_ok}
+    jobs_before = {
+        c.uuid: c.get_job_id() for node, kind in ((label, PW), (finetune, TRAIN), (md, MD)) for c in calcs(node, kind)
+    }
     import psutil
 
     killed = kill_daemon_hard(started_daemon_client)
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != 'zombie' for pid in killed)
     started_daemon_client.start_daemon()  # removes the stale pid file the SIGKILLed arbiter left behind
     assert started_daemon_client.get_daemon_pid() not in killed
+    release(calcs(label, PW) + calcs(finetune, TRAIN))  # the queue moves on while the daemon comes back
 
-    label = submit_and_await(label, timeout=900)
-    md = submit_and_await(md, timeout=900)
-    assert label.is_finished_ok, (label.exit_status, label.exit_message)
-    assert md.is_finished_ok, (md.exit_status, md.exit_message)
-    calcs = pw_calcs()
-    assert len(calcs) == len(structures), [c.pk for c in calcs]  # no DFT job ran twice
-    assert finished_before <= {c.uuid for c in calcs}
+    deadline = time.monotonic() + 1200
+    while not all(n.is_terminated for n in (label, finetune, md)):
+        assert time.monotonic() < deadline, 'not finished within 20 min of the restart'
+        time.sleep(2)
+    for node in (label, finetune, md):
+        assert node.is_finished_ok, (node.process_label, node.exit_status, node.exit_message)
+    pws, trains = calcs(label, PW), calcs(finetune, TRAIN)
+    assert len(pws) == len(structures), [c.pk for c in pws]  # no DFT job ran twice
+    assert len(trains) == 2, [c.pk for c in trains]  # no training job ran twice
+    assert finished_before <= {c.uuid for c in pws + trains}
+    for calc in (*pws, *trains, *calcs(md, MD)):
+        # every job that was queued or running at the kill was picked up by its job id, not submitted again
+        assert calc.uuid in jobs_before and calc.get_job_id() == jobs_before[calc.uuid], calc.pk
+        assert calc.is_finished_ok, (calc.pk, calc.exit_status)
     frames = label.outputs.labelled.get_frames()
-    assert {f.info['source_uuid'] for f in frames} == {c.uuid for c in calcs}
-    (md_calc,) = md_calcs()  # the MD job kept running in SLURM and was picked up, not resubmitted
-    assert md_calc.get_job_id() == md_job and md_calc.is_finished_ok
+    assert {f.info['source_uuid'] for f in frames} == {c.uuid for c in pws}
+    assert sorted(finetune.outputs.models) == ['member_0', 'member_1']
+    assert len(calcs(md, MD)) == 1  # the MD job kept running in SLURM and was picked up, not resubmitted
     assert md.outputs.output_parameters.get_dict()['last_step'] == steps
