@@ -1,5 +1,6 @@
 """``nmcml.barrier``: protocols and schema, hop planning, the per-hop table (DFT per image, Ni moment check, zero-shot)
-and the work chain's failure paths on mock children. The daemon run with real pw.x is in test_barrier_daemon.py."""
+and the work chain's failure paths on mock nmcml.neb children. The daemon run with real pw.x is in
+test_barrier_daemon.py."""
 
 from __future__ import annotations
 
@@ -183,3 +184,87 @@ def test_exit_codes_declared():
     spec = BarrierWorkChain.spec()
     for label in ('ERROR_BARRIER_NEB_FAILED', 'ERROR_BARRIER_DFT_FAILED', 'ERROR_BARRIER_INCOMPLETE'):
         assert spec.exit_codes[label].status == TABLE[label].status
+
+
+def _neb_files(hop, energies, status: str) -> dict[str, bytes]:
+    """Retrieved files of an nmcml.neb run on ``hop``: images along the straight path, summary, engine status."""
+    import io
+    import json
+
+    from ase.io import write
+
+    frames = []
+    for index, energy in enumerate(energies):
+        frame = hop.initial.copy()
+        t = index / (len(energies) - 1)
+        frame.positions = (1 - t) * hop.initial.positions + t * hop.final.positions
+        frame.info = {'image': index, 'neb_energy': float(energy), 'climbing': index == 1}
+        frame.arrays['neb_forces'] = np.zeros((len(frame), 3))
+        frames.append(frame)
+    buffer = io.StringIO()
+    write(buffer, frames, format='extxyz')
+    summary = neb_summary(energies, converged=status == 'ok')
+    return {
+        'neb_images.extxyz': buffer.getvalue().encode(),
+        'neb_summary.json': json.dumps(summary).encode(),
+        'engine_status.json': json.dumps({'status': status, 'message': 'mock'}).encode(),
+    }
+
+
+@pytest.fixture
+def barrier_process(generate_workchain, fake_engine_code, tiny_foundation_model):
+    from aiida_nmcml.data.model import MaceModel
+
+    def make(hops):
+        inputs = {
+            'parameters': orm.Dict({'supercell': 16, 'composition': {'Ni': 1.0}, 'hops': hops}),
+            'neb': {
+                'code': fake_engine_code,
+                'models': {'m0': MaceModel.get_or_create(tiny_foundation_model)},
+                'parameters': orm.Dict({'n_images': 1}),
+            },
+            'group_label': 'mock_campaign',
+        }
+        process = generate_workchain('nmcml.barrier', inputs)
+        process.setup()
+        return process
+
+    return make
+
+
+def test_failed_and_unconverged_nebs_give_a_flagged_table(barrier_process, generate_calc_job_node):
+    """One NEB stopped unconverged (740, images attached): used and flagged; one crashed (399): its row says why.
+    The table is attached, the group filled, and the work chain exits 780 naming both."""
+    process = barrier_process([{'kind': 'odh'}, {'kind': 'tsh'}])
+    plans = plan_hops({'supercell': 16, 'composition': {'Ni': 1.0}, 'hops': [{'kind': 'odh'}]})
+    odh = generate_calc_job_node(
+        'nmcml.neb', files=_neb_files(plans['odh_any_x1_0000'], [0.0, 0.3, 0.05], 'neb_not_converged'), parse=True
+    )
+    assert odh.exit_status == 740 and 'image_structures' in odh.outputs
+    tsh = generate_calc_job_node(
+        'nmcml.neb', files={'engine_status.json': b'{"status": "internal_error", "message": "boom"}'}, parse=True
+    )
+    assert tsh.exit_status == 399
+    process.ctx.neb_odh_any_x1_0000 = odh
+    process.ctx.neb_tsh_any_x1_0000 = tsh
+    assert process.inspect_neb() is None
+    assert process.ctx.usable == ['odh_any_x1_0000'] and 'exit 399' in process.ctx.failed['tsh_any_x1_0000']
+    assert not process.should_run_dft() and not process.should_run_zero_shot()
+    exit_code = process.results()
+    assert exit_code.status == 780
+    assert 'odh_any_x1_0000: model NEB not converged' in exit_code.message and 'tsh_any_x1_0000' in exit_code.message
+    table = process.outputs['table'].get_dict()
+    assert table['odh_any_x1_0000']['model']['barrier'] == pytest.approx(0.3)
+    assert 'dft' not in table['odh_any_x1_0000']  # no DFT asked: no DFT columns, not "missing"
+    assert 'exit 399' in table['tsh_any_x1_0000']['failed']
+    group = orm.load_group('mock_campaign/barriers')
+    assert process.outputs['table'].uuid in {n.uuid for n in group.nodes}
+
+
+def test_no_usable_neb_is_580(barrier_process, generate_calc_job_node):
+    process = barrier_process([{'kind': 'odh'}])
+    process.ctx.neb_odh_any_x1_0000 = generate_calc_job_node(
+        'nmcml.neb', files={'engine_status.json': b'{"status": "invalid_input", "message": "bad"}'}, parse=True
+    )
+    exit_code = process.inspect_neb()
+    assert exit_code.status == 580 and 'exit 201' in exit_code.message
