@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(config, items):
     profile already); tests marked `production_only` are skipped on the embedded profile, with the reason."""
     skip = pytest.mark.skip(reason='runs on the production profile: NMCML_TEST_PROFILE=production (.ci/run)')
     for item in items:
-        if PRODUCTION and 'production' not in item.keywords:
+        if PRODUCTION and not {'production', 'production_only'} & set(item.keywords):
             item.add_marker(pytest.mark.skip(reason='NMCML_TEST_PROFILE=production runs only the `production` tests'))
         elif not PRODUCTION and 'production_only' in item.keywords:
             item.add_marker(skip)
