@@ -160,3 +160,37 @@ def test_export_calls_the_exporter_and_refuses_to_overwrite(campaign_node, monke
     again = invoke('export', str(campaign_node.pk), '--folder', str(tmp_path))
     assert again.exit_code == 1 and 'exists: pass --force to replace it' in again.output
     assert invoke('export', str(campaign_node.pk), '--folder', str(tmp_path), '--force').exit_code == 0
+
+
+def test_foreground_launch_with_every_result_given(nmcml_codes, tiny_foundation_model, tmp_path):
+    """The foreground path end to end in seconds: training set and committee given, optional stages switched off.
+    The campaign's own report lines are printed live; its outputs are the given nodes; the summary says why each
+    stage was skipped."""
+    from aiida_nmcml.data.model import MaceModel
+    from aiida_nmcml.data.trainingset import TrainingSet
+    from aiida_nmcml.testing.toymodel import toy_frames
+
+    training_set = TrainingSet.from_frames(toy_frames(3, seed=5)).store()
+    model = MaceModel.get_or_create(tiny_foundation_model)
+    overrides = tmp_path / 'off.yaml'
+    overrides.write_text(
+        'stages: {search: {enabled: false}, active_learning: {enabled: false}, diffusion: {enabled: false},'
+        ' barriers: {enabled: false}, report: {enabled: false}}\n'
+    )
+    result = invoke(
+        'launch', '-P', 'demo', '--name', 'test/cli/foreground', '--overrides', str(overrides),
+        '--training-set', str(training_set.pk), '--committee', f'{model.pk},{model.pk}',
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert 'running in the foreground' in result.output
+    assert 'stage labels: skipped (training_set given)' in result.output  # live report line of the campaign
+    node = orm.QueryBuilder().append(orm.WorkflowNode, filters={'label': 'test/cli/foreground'}).one()[0]
+    assert node.is_finished_ok
+    stages = node.outputs.summary.get_dict()['stages']
+    assert stages['labels'] == 'skipped: training_set given' and stages['committee'] == 'skipped: committee given'
+    assert {stages[s] for s in ('search', 'active_learning', 'diffusion', 'barriers', 'report')} == {
+        'skipped: disabled'
+    }
+    assert node.outputs.training_set.uuid == training_set.uuid
+    assert {m.uuid for m in node.outputs.committee.values()} == {model.uuid}
+    assert '✓' not in result.output.split('state')[1].split('DFT')[0]  # nothing ran
