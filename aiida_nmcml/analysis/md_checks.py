@@ -2,7 +2,7 @@
 
 No AiiDA: the ``nmcml.diffusion`` work chain calls these through a calcfunction (``inspect_run``), and they work on
 any ASE frames of a layered cell (layers in xy, which :mod:`aiida_nmcml.structures` guarantees). Why each check
-(science review §8.2):
+(docs/diffusion.md):
 
 * **Committee deviation outside the trust band.** A run whose max force deviation leaves the band the committee was
   calibrated for is extrapolating: its D is not the model's prediction of the material, so it is flagged and left out

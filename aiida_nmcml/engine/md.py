@@ -152,7 +152,7 @@ def make_dynamics(atoms, cfg: dict, rng):
     if ensemble == 'nvt_bussi':
         # Bussi-Donadio-Parrinello CSVR: velocity Verlet plus one global stochastic rescaling per step. It samples the
         # canonical ensemble without per-atom friction, so hop rates are not damped (production runs for diffusion;
-        # science review §5). A uniform rescaling keeps the total momentum zero, so FixCom holds; ``rng`` is the
+        # docs/md.md). A uniform rescaling keeps the total momentum zero, so FixCom holds; ``rng`` is the
         # checkpointed generator, so a restart reproduces the noise.
         from ase.md.bussi import Bussi
 

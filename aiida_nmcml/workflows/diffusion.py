@@ -121,7 +121,7 @@ def arrhenius(**samples):
 # Calcfunctions of the ``nmcml.diffusion`` work chain (aiida_nmcml/workflows/diffusion_chain.py): every node it makes
 # ---------------------------------------------------------------------------------------------------------------
 
-#: Room-temperature experiments on NMC811 (chemical diffusion coefficients D~, cm^2/s), ../shared/REFERENCES.md.
+#: Room-temperature experiments on NMC811 (chemical diffusion coefficients D~, cm^2/s), docs/references.md.
 EXPERIMENT = {
     'oregan_2022': {
         'source': "O'Regan et al., Electrochim. Acta 425, 140700 (2022): GITT fit, LG M50 NMC811, 298 K "

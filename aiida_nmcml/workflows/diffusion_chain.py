@@ -1,6 +1,6 @@
 """``nmcml.diffusion``: Li tracer diffusion D*(T, x) with intervals, Arrhenius Ea and D(300 K), from committee MD.
 
-What it runs (science review §8.2; docs/diffusion.md), all MD through ``nmcml.md.base`` (restarts, stop rules):
+What it runs (docs/diffusion.md), all MD through ``nmcml.md.base`` (restarts, stop rules):
 
 * a grid of Li contents x x temperatures (``temperatures_low_x_K`` for x <= ``low_x_threshold``) x ``n_replicas``
   independent replicas. Replica 0 of a content starts from the GA ground state when ``ground_states.<x key>`` is
@@ -15,8 +15,8 @@ What it runs (science review §8.2; docs/diffusion.md), all MD through ``nmcml.m
   per x: ``arrhenius`` (posterior samples of Ea, ln D0, D(300 K));
 * model uncertainty: one (T, x) repeated with committee member ``model_check.driver`` driving (same cell, seeds);
 * size check: one (T, x) at a second cell size (``size_check.supercell``), compared within the error bar;
-* ``compare_with_experiment``: MD tracer D*(300 K) against the chemical D~ of GITT (REFERENCES.md), raw and, where a
-  thermodynamic factor is given, converted (D~ = D*/H_R x Theta), each labelled.
+* ``compare_with_experiment``: MD tracer D*(300 K) against the chemical D~ of GITT (docs/references.md), raw and,
+  where a thermodynamic factor is given, converted (D~ = D*/H_R x Theta), each labelled.
 
 Inputs (stable names): ``code`` (aiida-nmcml-engine), ``models`` (committee, ``m0`` drives), ``parameters`` (Dict,
 schema :data:`PARAMETERS`), ``ground_states`` (optional, StructureData keyed like ``x0_5000``), ``device``,
