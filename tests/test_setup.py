@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from aiida_nmcml.cli import cmd_root
 from aiida_nmcml.setup import ensure_environment
-from aiida_nmcml.setup.pseudos import DEFAULT_FAMILY, MN_FILENAME, generate_mn, normalise_upf_date
+from aiida_nmcml.setup.pseudos import DEFAULT_FAMILY, generate_mn, normalise_upf_date
 
 BIN = pathlib.Path(sys.executable).parent
 
@@ -97,11 +97,45 @@ def test_generated_mn_is_identical_every_day(tmp_path):
     assert b'z_valence' in first and b'element="Mn"' in first
     stamped = 'Generation date: 24Dec2031\n<PP_HEADER date="24Dec2031" element="Mn"/>'
     assert '2031' not in normalise_upf_date(stamped)
-    assert MN_FILENAME.startswith('Mn')
 
 
 @pytest.mark.parametrize('bad', ['no-such-family'])
 def test_unknown_family_is_a_clear_error(bad, nmcml_codes):
+    """A message and exit 1, no traceback (ClickException, not the PseudoSetupError itself)."""
     result = CliRunner().invoke(cmd_root, ['setup', '--family', bad])
-    assert result.exit_code != 0
-    assert 'aiida-pseudo install' in str(result.exception) + result.output
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert 'aiida-pseudo install' in result.output and 'Traceback' not in result.output
+
+
+def test_setup_family_becomes_the_label_default(nmcml_codes):
+    """`setup --family X` makes X the family nmcml.label uses when its overrides name none (it used to be ignored)."""
+    from aiida import orm
+    from aiida_pseudo.groups.family import CutoffsPseudoPotentialFamily
+
+    from aiida_nmcml.setup import configured_family, ensure_environment
+    from aiida_nmcml.structures import layered_parent
+    from aiida_nmcml.workflows.label import LabelWorkChain
+
+    offline = orm.load_group(nmcml_codes['pseudo_family'])
+    label = 'nmcml-test-family-copy'
+    try:
+        other = orm.load_group(label)
+    except Exception:
+        other = CutoffsPseudoPotentialFamily(label=label).store()
+        other.add_nodes(list(offline.nodes))
+        other.set_cutoffs(offline.get_cutoffs('normal'), 'normal', unit=offline.get_cutoffs_unit('normal'))
+    structure = orm.StructureData(ase=layered_parent())
+    try:
+        ensure_environment(family=label)
+        assert configured_family() == label
+        builder = LabelWorkChain.get_builder_from_protocol(nmcml_codes['pw'], [structure], protocol='plumbing')
+        assert builder.settings['qe']['pseudo_family'] == label
+        explicit = {'qe': {'pseudo_family': nmcml_codes['pseudo_family']}}  # overrides still win
+        builder = LabelWorkChain.get_builder_from_protocol(
+            nmcml_codes['pw'], [structure], protocol='plumbing', overrides=explicit
+        )
+        assert builder.settings['qe']['pseudo_family'] == nmcml_codes['pseudo_family']
+    finally:
+        ensure_environment(family=nmcml_codes['pseudo_family'])  # the session's default again
+    assert configured_family() == nmcml_codes['pseudo_family']

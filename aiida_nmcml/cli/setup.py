@@ -11,7 +11,12 @@ from .root import cmd_root
 @click.option('--postgres', is_flag=True, help='Production profile: PostgreSQL storage (core.psql_dos).')
 @click.option('--rabbitmq', is_flag=True, help='Production profile: RabbitMQ broker (core.rabbitmq).')
 @click.option('--profile-name', default=None, help='Name of the profile to create or reuse.')
-@click.option('--family', default=None, help='Use this installed aiida-pseudo family instead of the offline default.')
+@click.option(
+    '--family',
+    default=None,
+    help='Use this installed aiida-pseudo family instead of the offline default; nmcml.label then uses it unless its '
+    'overrides name another.',
+)
 @click.option('--computer', default='localhost', show_default=True, help='Computer label to create or reuse.')
 @click.option(
     '--computer-template',
@@ -55,7 +60,12 @@ def cmd_setup(postgres, rabbitmq, profile_name, family, computer, computer_templ
         reset_config()  # the profile was just created by a subprocess: re-read the config file
     load_profile(name, allow_switch=True)
     click.echo(f'profile: {name}')
-    env = ensure_environment(family=family, computer=computer, echo=click.echo)
+    from ..setup.pseudos import PseudoSetupError
+
+    try:
+        env = ensure_environment(family=family, computer=computer, echo=click.echo)
+    except PseudoSetupError as exc:  # a message, not a traceback: the family is not installed
+        raise click.ClickException(str(exc)) from exc
     if computer_template:
         from ..setup.computer import ensure_slurm_computer
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from .codes import code_specs, ensure_codes, missing_executables
 from .computer import ensure_localhost
-from .pseudos import DEFAULT_FAMILY, ensure_pseudo_family, get_family
+from .pseudos import DEFAULT_FAMILY, configured_family, ensure_pseudo_family, get_family, set_default_family
 
-__all__ = ('DEFAULT_FAMILY', 'check_environment', 'ensure_environment')
+__all__ = ('DEFAULT_FAMILY', 'check_environment', 'configured_family', 'ensure_environment')
 
 
 def ensure_environment(family: str = DEFAULT_FAMILY, computer: str = 'localhost', echo=None) -> dict:
@@ -21,14 +21,15 @@ def ensure_environment(family: str = DEFAULT_FAMILY, computer: str = 'localhost'
     """
     echo = echo or (lambda message: None)
     created = []
+    fam, new = ensure_pseudo_family(family)  # first: a missing family refuses before anything is created
+    if new:
+        created.append(f'pseudo family {fam.label}')
+    set_default_family(fam)  # what nmcml.label uses when the overrides name no family
     comp, new = ensure_localhost(computer)
     if new:
         created.append(f'computer {comp.label}')
     codes, new_codes = ensure_codes(comp)
     created += [f'code {label}' for label in new_codes]
-    fam, new = ensure_pseudo_family(family)
-    if new:
-        created.append(f'pseudo family {fam.label}')
     for item in created:
         echo(f'created {item}')
     return {'computer': comp, **codes, 'pseudo_family': fam.label, 'created': created}

@@ -96,6 +96,29 @@ def get_family(label: str):
         return None
 
 
+#: extra on the pseudopotential family group that `aiida-nmcml setup --family` chose; nmcml.label uses it by default
+DEFAULT_FAMILY_EXTRA = 'nmcml_default_family'
+
+
+def set_default_family(family) -> None:
+    """Make ``family`` (a group) the one ``nmcml.label`` uses when the overrides name none; unmark any other."""
+    from aiida.orm import Group, QueryBuilder
+
+    query = QueryBuilder().append(Group, filters={f'extras.{DEFAULT_FAMILY_EXTRA}': True})
+    for (group,) in query.all():
+        if group.pk != family.pk:
+            group.base.extras.delete(DEFAULT_FAMILY_EXTRA)
+    family.base.extras.set(DEFAULT_FAMILY_EXTRA, True)
+
+
+def configured_family() -> str | None:
+    """The family label `aiida-nmcml setup` made the default in this profile, or ``None``."""
+    from aiida.orm import Group, QueryBuilder
+
+    found = QueryBuilder().append(Group, filters={f'extras.{DEFAULT_FAMILY_EXTRA}': True}, project='label').all()
+    return found[0][0] if found else None
+
+
 def ensure_pseudo_family(label: str = DEFAULT_FAMILY):
     """Return the family ``label``, building the offline default if it does not exist yet (idempotent)."""
     from aiida_pseudo.data.pseudo import UpfData

@@ -177,6 +177,10 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
             inputs = cls.get_protocol_inputs(protocol, overrides)
         except UnknownOverrideError as exception:  # one error type for every refused label setting
             raise LabelInputError(f'invalid label settings:\n{exception}') from exception
+        if not ((overrides or {}).get('qe') or {}).get('pseudo_family'):
+            from aiida_nmcml.setup import configured_family
+
+            inputs['qe']['pseudo_family'] = configured_family() or inputs['qe']['pseudo_family']  # setup --family
         if overrides and 'hubbard_u' in overrides:  # replaced, not merged: {} must mean plain DFT
             inputs['hubbard_u'] = dict(overrides['hubbard_u'] or {})
         from aiida_nmcml.dft.settings import check_label_inputs
