@@ -21,7 +21,6 @@ import json
 import math
 import os
 import pathlib
-import shutil
 import tempfile
 
 import pytest
@@ -223,7 +222,3 @@ def built_report(report_campaign, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp('report')
     return build_report(report_campaign[1], folder)
-
-
-def chromium() -> str | None:
-    return shutil.which('chromium') or shutil.which('chromium-browser')

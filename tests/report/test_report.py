@@ -9,7 +9,11 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import chromium
+
+
+def chromium() -> str | None:
+    return shutil.which('chromium') or shutil.which('chromium-browser')
+
 
 SECTIONS = (
     'parity',
