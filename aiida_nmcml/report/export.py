@@ -99,6 +99,7 @@ def export_campaign(node_or_group, folder, *, licence: str = LICENCE, overwrite:
         dataset.write_extxyz(folder / DATASET)
         files[DATASET] = folder / DATASET
     models_dir = folder / 'models'
+    models_dir.mkdir(exist_ok=True)
     models = final_models(campaign)
     model_rows = []
     for key, model in models.items():

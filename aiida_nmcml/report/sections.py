@@ -52,7 +52,10 @@ class Drawer:
         from matplotlib.figure import Figure as MplFigure
 
         fig = MplFigure(figsize=(width, height))
-        fig.subplots_adjust(left=0.09, right=0.98, bottom=0.16, top=0.88, wspace=0.38, hspace=0.5)
+        # margins in inches (labels need the same room whatever the width), as fractions of this figure
+        fig.subplots_adjust(
+            left=min(0.25, 0.85 / width), right=0.98, bottom=min(0.3, 0.55 / height), top=0.88, wspace=0.38, hspace=0.5
+        )
         axes = fig.subplots(nrows, ncols, squeeze=False)
         return fig, axes
 
@@ -70,7 +73,9 @@ def table(header: list[str], rows: list[list]) -> str:
         if value is None:
             return '–'
         if isinstance(value, float):
-            return f'{value:.3g}'
+            return f'{value:.4g}'
+        if isinstance(value, list | tuple) and len(value) == 3 and all(isinstance(v, int | float) for v in value):
+            return f'{value[0]:.3g} [{value[1]:.3g}, {value[2]:.3g}]'  # (median, lower, upper)
         return html.escape(str(value))
 
     head = ''.join(f'<th>{html.escape(h)}</th>' for h in header)
@@ -444,10 +449,7 @@ def ranking_section(campaign: Campaign, drawer: Drawer) -> Section:
             if entry.get('verification'):
                 entries.append((key, entry['verification'], process))
     if not entries:
-        ran = any(campaign.of('search'))
-        section.missing = (
-            'The search ran without DFT verification of its candidates.' if ran else 'The search did not run.'
-        )
+        section.missing = 'No DFT verification of GA candidates (nmcml.search with verify_with_dft) in this campaign.'
         return section
     section.ran = True
     fig, axes = drawer.new(5.0, 4.2)
