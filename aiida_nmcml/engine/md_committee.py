@@ -46,7 +46,6 @@ class Deviation:
     max_force_dev: float
     mean_force_dev: float
     energy_std_per_atom: float
-    forces_mean: np.ndarray
 
 
 def force_deviation(forces: np.ndarray, energies: np.ndarray, natoms: int) -> Deviation:
@@ -54,13 +53,11 @@ def force_deviation(forces: np.ndarray, energies: np.ndarray, natoms: int) -> De
 
     ``forces`` has shape (members, atoms, 3), ``energies`` (members,).
     """
-    mean = forces.mean(axis=0)
     per_atom = atomic_force_deviation(forces)
     return Deviation(
         max_force_dev=float(per_atom.max()),
         mean_force_dev=float(per_atom.mean()),
         energy_std_per_atom=float(np.std(energies) / max(natoms, 1)),
-        forces_mean=mean,
     )
 
 
