@@ -20,7 +20,8 @@ author = 'aiida-nmcml developers'
 extensions = ['myst_parser']
 source_suffix = {'.md': 'markdown'}
 root_doc = 'contents'
-exclude_patterns = ['_build', 'README.md']
+# docs/search.md is built as genetic_search (Sphinx's own search page is search.html)
+exclude_patterns = ['_build', 'README.md', 'search.md']
 myst_heading_anchors = 3
 # Links from the guide into the source tree (../aiida_nmcml/...) are for readers of the repository on GitHub; in
 # the built site they are not documents, which is not an error.
