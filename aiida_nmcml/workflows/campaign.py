@@ -97,8 +97,8 @@ PARAMETERS = Section(
             list, items=Field(float, min=0.0, max=1.0), min_length=1, help='Li contents of the search and diffusion'
         ),
         'temperatures_K': Field(
-            list, items=Field(float, min=0.0, min_exclusive=True, unit='K'), min_length=1,
-            help='MD temperatures of the diffusion grid',
+            list, items=Field(float, min=0.0, min_exclusive=True, unit='K'), min_length=2,
+            help='MD temperatures of the diffusion grid (at least two: the Arrhenius fit)',
         ),
         'initial': Section(
             {
