@@ -36,7 +36,7 @@ process; the fit (:func:`fit_e0s`) is pure numpy.
 from __future__ import annotations
 
 import numpy as np
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import atomic_numbers
 
 # Residual fits need few frames (≤ 5 unknowns); more only cost foundation evaluations in the daemon.
 DEFAULT_MAX_FRAMES = 200
@@ -44,17 +44,11 @@ DEFAULT_MAX_FRAMES = 200
 
 def foundation_e0s(model, head: str | None = None) -> dict[str, float]:
     """The E0s of a loaded MACE model, as ``{symbol: eV}``, for ``head`` (default: mace's choice, the first head
-    that is not ``pt_head``, which is what ``mace_run_train`` fine-tunes from)."""
-    energies = model.atomic_energies_fn.atomic_energies.detach().cpu().numpy()
-    heads = [str(h) for h in getattr(model, 'heads', None) or ['Default']]
-    if energies.ndim > 1:
-        energies = energies.reshape(-1, energies.shape[-1])
-        if head is None:
-            head = next((h for h in heads if h != 'pt_head'), heads[0])
-        index = heads.index(head) if head in heads and energies.shape[0] == len(heads) else 0
-        energies = energies[index]
-    numbers = [int(z) for z in model.atomic_numbers]
-    return {chemical_symbols[z]: float(energies[i]) for i, z in enumerate(numbers)}
+    that is not ``pt_head``, which is what ``mace_run_train`` fine-tunes from). One implementation, in the engine
+    (:func:`aiida_nmcml.engine.model_metadata.model_e0s`), which the training job also runs."""
+    from aiida_nmcml.engine.model_metadata import model_e0s
+
+    return model_e0s(model, head=head)
 
 
 def foundation_energies(model, frames, dtype: str = 'float64') -> np.ndarray:

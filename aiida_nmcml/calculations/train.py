@@ -21,6 +21,9 @@ resources have no GPU field); see docs/finetuning.md, "GPU jobs".
 
 from __future__ import annotations
 
+import pathlib
+import shlex
+
 import numpy as np
 import yaml
 from aiida import orm
@@ -30,6 +33,7 @@ from aiida.engine import CalcJob
 from ..common import exit_codes
 from ..data.model import MaceModel
 from ..data.trainingset import TrainingSet
+from ..engine import model_metadata
 
 MODEL_NAME = 'nmcml'
 CONFIG_FILENAME = 'config.yaml'
@@ -40,6 +44,8 @@ FOUNDATION_FILENAME = 'foundation.model'
 STDOUT_FILENAME = 'mace_train.out'
 STDERR_FILENAME = 'mace_train.err'
 HASH_CHECK_FILENAME = 'hash_check.err'
+METADATA_FILENAME = model_metadata.FILENAME  # model_metadata.json, written after training
+METADATA_SCRIPT = model_metadata.SCRIPT_FILENAME
 CHECKPOINTS_DIR = 'checkpoints'  # mace_run_train's default checkpoints_dir (reserved key)
 
 TRAIN_EXIT_LABELS = (
@@ -351,6 +357,19 @@ class MaceTrainCalculation(CalcJob):
                 'exit 3; }'
             )
 
+        # After training, the job summarises the model in a JSON with the Python that ran mace_run_train (its
+        # shebang), so the daemon never unpickles the file (engine/model_metadata.py says why); without the JSON the
+        # parser falls back to reading the model itself.
+        with folder.open(METADATA_SCRIPT, 'w') as handle:
+            handle.write(pathlib.Path(model_metadata.__file__).read_text())
+        executable = shlex.quote(str(self.inputs.code.get_executable()))
+        calcinfo.append_text = (
+            f'if [ -f {MODEL_NAME}.model ]; then '
+            f'PY=$(sed -n "1s/^#! *//p" "$(command -v {executable})"); '
+            f'${{PY:-python3}} {METADATA_SCRIPT} {MODEL_NAME}.model {METADATA_FILENAME} 2> {METADATA_SCRIPT}.err '
+            '|| true; fi'
+        )
+
         codeinfo = datastructures.CodeInfo()
         codeinfo.code_uuid = self.inputs.code.uuid
         codeinfo.cmdline_params = [f'--config={CONFIG_FILENAME}']
@@ -370,6 +389,7 @@ class MaceTrainCalculation(CalcJob):
             STDOUT_FILENAME,
             STDERR_FILENAME,
             HASH_CHECK_FILENAME,
+            METADATA_FILENAME,
             CONFIG_FILENAME,
             f'{MODEL_NAME}.model',
             f'{MODEL_NAME}_compiled.model',

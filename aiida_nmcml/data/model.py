@@ -85,47 +85,17 @@ def read_model_metadata(data: bytes) -> dict:
         )
     import mace  # noqa: F401  (registers the classes the pickle refers to)
     import torch
-    from ase.data import chemical_symbols
+
+    from aiida_nmcml.engine.model_metadata import metadata_from_model
 
     try:
         model = torch.load(io.BytesIO(data), map_location='cpu', weights_only=False)
     except Exception as exc:
-        raise ValueError(
-            f'not a MACE model file ({type(exc).__name__}: {exc}); a *_compiled.model (TorchScript) cannot be stored '
-            'as a MaceModel — pass the plain .model file'
-        ) from exc
-    if not hasattr(model, 'atomic_numbers') or not hasattr(model, 'r_max'):
-        raise ValueError(f'the file holds a {type(model).__name__}, not a MACE model (no atomic_numbers / r_max)')
-    numbers = [int(z) for z in model.atomic_numbers]
-    try:
-        dtype = str(next(model.parameters()).dtype).replace('torch.', '')
-    except StopIteration:
-        dtype = 'unknown'
-    heads = [str(h) for h in getattr(model, 'heads', None) or ['Default']]
-    architecture = {'class': type(model).__name__}
-    for attr in ('num_interactions',):
-        value = getattr(model, attr, None)
-        if value is not None:
-            architecture[attr] = int(value)
-    try:
-        architecture['hidden_irreps'] = str(model.products[0].linear.irreps_out)
-    except (AttributeError, IndexError, TypeError):
-        pass
-    try:  # the E0s of the head mace_run_train fine-tunes from (checked against the `e0s` input of a training)
-        from ..analysis.e0s import foundation_e0s
+        raise ValueError(f'not a MACE model file ({type(exc).__name__}: {exc})') from exc
+    return metadata_from_model(model)
 
-        e0s = foundation_e0s(model)
-    except (AttributeError, ValueError, IndexError):
-        e0s = None
-    return {
-        'elements': [chemical_symbols[z] for z in numbers],
-        'atomic_numbers': numbers,
-        'e0s': e0s,
-        'r_max': float(model.r_max),
-        'dtype': dtype,
-        'heads': heads,
-        'architecture': architecture,
-    }
+
+METADATA_KEYS = ('elements', 'atomic_numbers', 'e0s', 'r_max', 'dtype', 'heads', 'architecture')
 
 
 class MaceModel(orm.SinglefileData):
@@ -149,13 +119,25 @@ class MaceModel(orm.SinglefileData):
         return cls.from_bytes(path.read_bytes(), filename=filename or path.name, source=source)
 
     @classmethod
-    def from_bytes(cls, data: bytes, filename: str, source: str = 'file') -> MaceModel:
+    def from_bytes(cls, data: bytes, filename: str, source: str = 'file', metadata: dict | None = None) -> MaceModel:
         """Like :meth:`from_file` for bytes in memory (e.g. a model in a calculation's ``retrieved`` folder).
 
-        Hash first, then unpickle the very same bytes: whoever hands them over vouches for their origin.
+        Hash first, then unpickle the very same bytes: whoever hands them over vouches for their origin. With
+        ``metadata`` (the ``model_metadata.json`` the training job wrote, :mod:`aiida_nmcml.engine.model_metadata`)
+        nothing is unpickled: its recorded sha256 must be the hash of ``data``.
         """
         sha256 = sha256_bytes(data)
-        metadata = read_model_metadata(data)
+        if metadata is not None:
+            if metadata.get('sha256') != sha256:
+                raise ModelHashMismatch(
+                    f'the model metadata describes sha256 {metadata.get("sha256")}, the file has {sha256}'
+                )
+            missing = [key for key in METADATA_KEYS if key not in metadata]
+            if missing:
+                raise ValueError(f'the model metadata lacks {missing}')
+            metadata = {key: metadata[key] for key in METADATA_KEYS}
+        else:
+            metadata = read_model_metadata(data)
         node = cls(io.BytesIO(data), filename=filename)
         node.base.attributes.set('sha256', sha256)
         node.base.attributes.set('source', str(source))

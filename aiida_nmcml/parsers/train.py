@@ -21,11 +21,12 @@ from aiida.parsers import Parser
 
 from ..calculations.train import (
     HASH_CHECK_FILENAME,
+    METADATA_FILENAME,
     MODEL_NAME,
     STDERR_FILENAME,
     STDOUT_FILENAME,
 )
-from ..data.model import MaceModel
+from ..data.model import MaceModel, ModelHashMismatch
 from .scheduler import scheduler_exit_code
 
 EV_PER_A3_TO_GPA = 160.21766208  # stress RMSE reported in GPa next to eV/Å^3
@@ -144,7 +145,15 @@ class MaceTrainParser(Parser):
         if model_name not in names:
             return self._diagnose_failure(stderr, stdout)
 
-        model = MaceModel.from_bytes(self._read(model_name, mode='rb'), filename=model_name, source='training')
+        metadata = json.loads(self._read(METADATA_FILENAME)) if METADATA_FILENAME in names else None
+        if metadata is None:  # the job could not summarise it (no Python found next to mace_run_train)
+            self.logger.warning(f'no {METADATA_FILENAME} retrieved: reading the model file itself for its metadata')
+        try:
+            model = MaceModel.from_bytes(
+                self._read(model_name, mode='rb'), filename=model_name, source='training', metadata=metadata
+            )
+        except ModelHashMismatch as exc:  # the summary describes other bytes than the retrieved model
+            return self.exit_codes.ERROR_MODEL_HASH_MISMATCH.format(detail=str(exc))
         self.out('model', model)
         compiled = f'{MODEL_NAME}_compiled.model'
         if compiled in names:

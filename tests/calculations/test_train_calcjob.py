@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import io
+import json
 import math
 
 import numpy as np
@@ -189,6 +190,9 @@ def _check_trained(node, elements):
     # the curve's last point is the final validation error reported by mace-torch's own table (meV rounding)
     assert curve.get_array('rmse_f')[-1] == pytest.approx(metrics['valid']['rmse_f'], abs=2e-4)
     assert 'compiled_model' in node.outputs
+    # the job summarised its model itself (engine/model_metadata.py): the daemon stored it without unpickling
+    summary = json.loads(node.outputs.retrieved.base.repository.get_object_content('model_metadata.json'))
+    assert summary['sha256'] == model.sha256 and summary['elements'] == model.elements
     return metrics
 
 

@@ -67,6 +67,37 @@ def test_successful_multihead_run(aiida_localhost, tiny_foundation_model):
     assert results['model'].sha256 == MaceModel.from_file(tiny_foundation_model).sha256
 
 
+def test_model_node_from_the_jobs_metadata_json_without_unpickling(aiida_localhost, tiny_foundation_model, monkeypatch):
+    """With the model_metadata.json the job writes (engine/model_metadata.py, the same code the job runs), the parser
+    stores the model without unpickling it; a JSON describing other bytes is refused with 320."""
+    import json
+
+    from aiida_nmcml.data import model as model_module
+    from aiida_nmcml.engine.model_metadata import write_metadata
+
+    summary = write_metadata(str(tiny_foundation_model), str(tiny_foundation_model.parent / 'model_metadata.json'))
+    expected = MaceModel.from_file(tiny_foundation_model)
+
+    def no_unpickling(data):
+        raise AssertionError('the parser unpickled the model')
+
+    monkeypatch.setattr(model_module, 'read_model_metadata', no_unpickling)
+    files = recorded('multihead_ok')
+    files['nmcml.model'] = tiny_foundation_model.read_bytes()
+    files['model_metadata.json'] = json.dumps(summary).encode()
+    results, calcfunction = parse(make_node(files, seed=3, computer=aiida_localhost))
+    assert calcfunction.is_finished_ok, calcfunction.exit_message
+    model = results['model']
+    assert model.sha256 == expected.sha256
+    for key in ('elements', 'r_max', 'dtype', 'heads', 'e0s', 'architecture'):
+        assert model.base.attributes.get(key) == expected.base.attributes.get(key), key
+
+    files['model_metadata.json'] = json.dumps({**summary, 'sha256': '0' * 64}).encode()
+    results, calcfunction = parse(make_node(files, seed=3, computer=aiida_localhost))
+    assert calcfunction.exit_status == EXIT.ERROR_MODEL_HASH_MISMATCH.status
+    assert 'model' not in results
+
+
 @pytest.mark.parametrize(
     ('case', 'expected'),
     [
