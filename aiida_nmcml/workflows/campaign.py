@@ -714,7 +714,9 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
             node = self.ctx.get(f'{stage}_node')
             if node is None or self.ctx.stages[stage] != 'running':
                 continue
-            if node.is_finished_ok:
+            if usable_result(stage, node):  # 770 / 780: some points or hops missing, the table is attached
+                if not node.is_finished_ok:
+                    self.report(f'stage {stage}: exit {node.exit_status} ({node.exit_message}); its table is used')
                 self._set_stage(stage, 'done')
             elif self.ctx.failed is None:
                 self._fail(stage, node)
@@ -937,6 +939,7 @@ USABLE_EXIT_STATUSES = {
     'committee': (0, 730),
     'active_learning': (0, 760, 761, 762),
     'diffusion': (0, 770),
+    'barriers': (0, 780),
 }
 
 
@@ -952,6 +955,7 @@ def usable_result(stage: str, node) -> bool:
         'search': 'candidates',
         'active_learning': 'committee',
         'diffusion': 'table',
+        'barriers': 'table',
     }.get(stage)
     return needed is None or needed in node.outputs
 
