@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The main job: set everything up (idempotent), start the daemon, run the demo pipeline on this machine.
+# The main job: set everything up (idempotent), start the daemon, run the demo campaign on this machine (nmcml.campaign,
+# protocol demo: initial DFT set, committee, search, active learning, diffusion, barriers, report) and print where the
+# report is. Extra arguments go to `aiida-nmcml campaign launch` (e.g. --foundation FILE, --name NAME).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
@@ -11,4 +13,4 @@ case " $* " in
     *" --foundation "*|*" --foundation="*) ;;
     *) aiida-nmcml foundation distill --protocol demo ;;
 esac
-exec python "$ROOT/examples/demo_pipeline.py" "$@"
+exec aiida-nmcml campaign launch --protocol demo --daemon --wait "$@"
