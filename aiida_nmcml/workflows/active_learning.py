@@ -318,6 +318,17 @@ def exploration_structures(spec: dict) -> dict:
     return result
 
 
+def _apply_options(target, metadata: dict) -> None:
+    """Copy the children's ``metadata.options`` of a previous run into ``target``, one option at a time."""
+    for key, value in metadata.items():
+        if key == 'metadata':
+            for name, option in (value.get('options') or {}).items():
+                if 'options' in target.metadata:
+                    target.metadata.options[name] = option
+        elif isinstance(value, dict) and key in target:
+            _apply_options(target[key], value)
+
+
 def validate_inputs(inputs, _):
     if 'parameters' not in inputs:
         return None
@@ -524,7 +535,13 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         ``iteration_metrics`` output, the previous metrics (iteration numbering, DFT count, learning curve), and
         ``parameters`` merged over its parameters (e.g. a larger ``max_iterations``).
         """
-        builder = node.get_builder_restart()
+        from aiida.common.links import LinkType
+
+        # not node.get_builder_restart(): it sets each child's metadata.options as a whole dict, which the port
+        # refuses when the stored options are partial (e.g. no `resources` in a namespace that got them by default)
+        builder = cls.get_builder()
+        builder._update(node.base.links.get_incoming(link_type=LinkType.INPUT_WORK).nested())
+        _apply_options(builder, node.get_metadata_inputs() or {})
         previous = dict(node.inputs.previous_iterations) if 'previous_iterations' in node.inputs else {}
         if 'iteration_metrics' in node.outputs:
             previous.update(dict(node.outputs.iteration_metrics))
@@ -558,7 +575,13 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         self.ctx.n_dft = max((r['n_dft_labels'] for r in records), default=0)
         self.ctx.stop = None  # (rule, exit code or None, message)
         self.ctx.held_out_initial_done = bool(records)
-        if records:
+        if records:  # the state after the last finished iteration: its record's inputs (see get_builder_restart)
+            sources = previous[sorted(previous)[-1]].creator.inputs
+            models = {key[len('model_') :]: sources[key] for key in sources if key.startswith('model_')}
+            self.ctx.committee = models or self.ctx.committee
+            self.ctx.dataset = sources['training_set'] if 'training_set' in sources else self.ctx.dataset
+            self.ctx.held_out = sources['held_out_set'] if 'held_out_set' in sources else self.ctx.held_out
+            self.ctx.calibration = sources['calibration'] if 'calibration' in sources else self.ctx.calibration
             self.report(
                 f'continuing after iteration {self.ctx.iteration} ({self.ctx.n_dft} DFT labels so far): finished '
                 'iterations are not repeated'

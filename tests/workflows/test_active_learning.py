@@ -300,3 +300,49 @@ def test_budget_rules_stop_before_an_iteration(loop):
     loop.ctx.stop, loop.ctx.iteration, loop.ctx.n_dft = None, 0, loop.ctx.parameters['max_dft_labels']
     assert not loop.should_iterate()
     assert loop.ctx.stop[:2] == ('max_dft_labels', 'ERROR_AL_DFT_BUDGET')
+
+
+def test_continuation_repeats_nothing(nmcml_codes, tiny_foundation_model, toy_frames):
+    """A run continued after its last finished iteration, with the budget used up, runs no child process: the
+    committee, dataset and held-out set come from the last ``iteration_metrics`` record, the numbering, DFT count and
+    learning curve continue; ``get_builder_restart`` of that run continues it again in the same way."""
+    from aiida.engine import run_get_node
+
+    from aiida_nmcml.data.model import MaceModel
+    from aiida_nmcml.structures import build_nmc, to_structure_data
+    from aiida_nmcml.workflows.active_learning import iteration_metrics
+
+    model = MaceModel.get_or_create(tiny_foundation_model)
+    held_out = TrainingSet.from_frames(toy_frames[:1])
+    records = {}
+    for k in (1, 2):
+        info = {'iteration': k, 'n_dft_labels': 1 + 2 * k, 'n_dft_labels_before': 2 * k - 1,
+                'n_training_frames_before': 2 * (k - 1), 'n_selected': 2, 'stop_rule': None}  # fmt: skip
+        summary = {'forces_rmse_meV_per_A': 100.0 / k, 'energy_rmse_meV_per_atom': 5.0, 'stress_rmse_GPa': 1.0}
+        records[f'iter_{k:02d}'] = iteration_metrics(
+            orm.Dict(info), training_set=TrainingSet.from_frames(toy_frames[1 : 1 + 2 * k]), held_out_set=held_out,
+            model_m0=model, model_m1=model, held_out_metrics=orm.Dict({'summary': summary}),
+        )  # fmt: skip
+    builder = ActiveLearningWorkChain.get_builder_from_protocol(
+        engine_code=nmcml_codes['engine'], dft_code=nmcml_codes['pw'], train_code=nmcml_codes['mace_train'],
+        committee=[model, model], structures=[to_structure_data(build_nmc(40, seed=0))], foundation_model=model,
+        protocol='demo', overrides={'label': {'qe': {'pseudo_family': nmcml_codes['pseudo_family']}}},
+    )  # fmt: skip
+    builder.previous_iterations = records
+    _, node = run_get_node(builder)
+    assert node.exit_status == 760, node.exit_message
+    assert {c.process_label for c in node.called} == {'learning_curve', 'convergence_record'}
+    assert node.outputs.training_set.num_frames == 4 and node.outputs.held_out_set.uuid == held_out.uuid
+    assert node.outputs.convergence.get_dict()['n_dft_labels'] == 5
+    assert node.outputs.learning_curve['n_dft_labels'] == [3, 5]
+    assert node.outputs.learning_curve['forces_rmse_meV_per_A'] == [100.0, 50.0]
+
+    restart = ActiveLearningWorkChain.get_builder_restart(node, parameters={'max_iterations': 2})
+    assert restart.md.metadata.options.max_wallclock_seconds == builder.md.metadata.options.max_wallclock_seconds
+    assert restart.training_set.uuid == records['iter_02'].creator.inputs.training_set.uuid
+    _, again = run_get_node(restart)
+    assert again.exit_status == 760 and {c.process_label for c in again.called} == {
+        'learning_curve',
+        'convergence_record',
+    }
+    assert again.outputs.learning_curve.get_dict() == node.outputs.learning_curve.get_dict()
