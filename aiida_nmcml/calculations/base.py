@@ -14,6 +14,7 @@ from aiida.common import datastructures
 from aiida.engine import CalcJob
 
 from ..common import exit_codes
+from ..data.model import MaceModel
 from ..engine.common import STATUS_FILENAME
 
 INPUT_FILENAME = 'input.json'
@@ -35,8 +36,7 @@ ENGINE_EXIT_LABELS = (
 def models_missing_elements(models: dict, elements) -> str | None:
     """Why the committee cannot evaluate ``elements``, or None: refused before submission, not as a crash later."""
     for key, model in sorted((models or {}).items()):
-        lacks = getattr(model, 'missing_elements', None)
-        missing = lacks(elements) if lacks else []
+        missing = model.missing_elements(elements)
         if missing:
             return (
                 f'model `{key}` (elements {model.elements}) cannot evaluate {missing} present in the structure: '
@@ -56,7 +56,7 @@ class EngineCalculation(CalcJob):
         super().define(spec)
         spec.input_namespace(
             'models',
-            valid_type=orm.Data,  # MaceModel; kept generic so the namespace validates before the plugin loads
+            valid_type=MaceModel,
             dynamic=True,
             required=False,
             help='MACE model(s); more than one forms a committee whose spread is the uncertainty.',

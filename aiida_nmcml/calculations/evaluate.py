@@ -86,7 +86,7 @@ class EvaluateCalculation(EngineCalculation):
             if not frames.num_frames:
                 return 'the frames TrainingSet is empty'
             for key, model in models.items():
-                missing = model.missing_elements(frames.elements) if hasattr(model, 'missing_elements') else []
+                missing = model.missing_elements(frames.elements)
                 if missing:
                     return f'model {key} has no {missing}, present in the frames: it cannot predict them'
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from aiida import orm
 
 from ..common import exit_codes
+from ..data.trainingset import TrainingSet
 from ..engine import md_config, md_io
 from .base import EngineCalculation, models_missing_elements
 
@@ -84,7 +85,7 @@ class MdCalculation(EngineCalculation):
         spec.output('thermo', valid_type=orm.ArrayData, required=False, help='Thermodynamic log.')
         spec.output(
             'candidates',
-            valid_type=orm.Data,
+            valid_type=TrainingSet,
             required=False,
             help='TrainingSet of unlabelled frames with deviation between the trust levels.',
         )

@@ -20,6 +20,7 @@ from aiida.plugins import WorkflowFactory
 
 from ..calculations.ga import GaCalculation
 from ..common import exit_codes
+from ..data.trainingset import TrainingSet
 from ..protocols import ProtocolMixin, load_protocol_inputs
 from .ga_base import GaBaseWorkChain
 
@@ -250,7 +251,7 @@ class SearchWorkChain(ProtocolMixin, WorkChain):
             help='Formation energy per formula unit (and its committee spread) of each content against the x=0 and '
             'x=1 end members from the same model and cell; the lower convex hull and the distance above it.',
         )
-        spec.output('labelled', valid_type=orm.Data, required=False, help='DFT-labelled candidates (TrainingSet).')
+        spec.output('labelled', valid_type=TrainingSet, required=False, help='DFT-labelled candidates.')
         exit_codes.declare(spec, 'ERROR_GA_FAILED', 'ERROR_VERIFICATION_FAILED')  # docs/dev/exit_codes.md
 
     @classmethod
