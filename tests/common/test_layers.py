@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     'analysis': {'common', 'engine'},
     'structures': {'common', 'engine'},
     'hops': {'common', 'engine', 'structures'},
-    'setup': {'common'},
+    'setup': {'common', 'protocols'},  # protocols is on the ground floor (recursive_merge for job options)
     'data': {'common', 'engine', 'analysis', 'structures'},
     'testing': {'common', 'engine', 'structures', 'data'},
     'dft': {'common', 'engine', 'structures', 'data'},
