@@ -20,7 +20,9 @@ PW = 'aiida.calculations:quantumespresso.pw'
 MD = 'aiida.calculations:nmcml.md'
 N_LABEL, N_MD, MD_STEPS = 20, 4, 60
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.daemon, pytest.mark.production_only]
+# `load`: excluded from .ci/run (it has not yet been seen passing, and it alone would take a large share of CI's
+# 40-minute budget); run it with `NMCML_TEST_PROFILE=production pytest -m load tests/hpc/test_load.py`.
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.daemon, pytest.mark.production_only, pytest.mark.load]
 
 
 def test_20_labels_and_4_md_at_once_on_the_production_profile(
