@@ -13,7 +13,7 @@ offline -- the distilled foundation model of ``get_or_distill_foundation`` when 
 (the pretrained universal MLIP shipped inside the chgnet wheel; zero-shot, not fine-tuned on NMC); a path is any MACE
 model file. No MACE foundation model can be downloaded here.
 
-References (REFERENCES.md): DFT (PBE+U) 0.451 eV (ODH) and 0.263 eV (TSH), Devi et al. dataset; un-fine-tuned
+References (docs/references.md): DFT (PBE+U) 0.451 eV (ODH) and 0.263 eV (TSH), Devi et al. dataset; un-fine-tuned
 MACE-MP-0 on the same paths 0.363 / 0.262 eV (Bheemaguli, Xiao, Sai Gautam 2026). Reported, not asserted: the
 numbers go to docs/barriers.md.
 

@@ -14,7 +14,7 @@ nearest the transition point, ``Ni_Li``: the hop nearest a Ni on the Li layer, `
    moments of each image are classed and compared with image 0's: an image whose pattern changes is flagged
    (science review 8.3: a jump of the charge localisation gives a fake barrier);
 4. optional zero-shot universal potential (``nmcml.evaluate`` with ``universal_potential``, e.g. CHGNet) on the same
-   images: un-fine-tuned models tend to underestimate barriers (REFERENCES.md: LiNiO2 ODH, MACE-MP-0 0.363 vs DFT
+   images: un-fine-tuned models tend to underestimate barriers (docs/references.md: LiNiO2 ODH, MACE-MP-0 0.363 vs DFT
    0.451 eV). Where the potential is not installed (exit 230) the table says so and the work chain goes on;
 5. ``barrier_table`` (calcfunction): per hop the model barrier, the DFT barrier on the model path, the zero-shot
    barrier, their differences, per-image energies relative to the initial image, committee spread and flags.
