@@ -142,8 +142,8 @@ class TrainingSet(orm.SinglefileData):
         return self.base.attributes.get('dft_settings', None)
 
     @property
-    def sha256(self) -> str:
-        return self.base.attributes.get('sha256')
+    def sha256(self) -> str | None:
+        return self.base.attributes.get('sha256', None)
 
     def verified_content(self) -> bytes:
         """The file's bytes, after checking them against the recorded sha256 (as :class:`MaceModel` does).
