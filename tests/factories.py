@@ -69,7 +69,12 @@ def make_calc_job_node(
         node.base.links.add_incoming(value, link_type=LinkType.INPUT_CALC, link_label=label)
     if caller is not None:
         node.base.links.add_incoming(caller, link_type=LinkType.CALL_CALC, link_label=call_link_label)
-    node.store()
+    # Never from the cache: a profile with caching on (``aiida-nmcml setup`` enables it for DFT calcjobs, and a setup
+    # test does so on the test profile) would clone an equal mock's outputs, and 'retrieved' below would then clash.
+    from aiida.manage.caching import disable_caching
+
+    with disable_caching():
+        node.store()
 
     content = {}
     if case is not None:
