@@ -43,6 +43,17 @@ def aiida_profile(aiida_config, aiida_profile_factory, tmp_path_factory):
         yield profile
 
 
+@pytest.fixture(autouse=True)
+def _caching_config_restored(aiida_profile, aiida_config):
+    """Undo a test's change of ``caching.enabled_for`` (``aiida-nmcml setup`` turns DFT caching on): later tests must
+    not depend on which setup test ran before them."""
+    before = aiida_config.get_option('caching.enabled_for', scope=aiida_profile.name)
+    yield
+    if aiida_config.get_option('caching.enabled_for', scope=aiida_profile.name) != before:
+        aiida_config.set_option('caching.enabled_for', before, scope=aiida_profile.name)
+        aiida_config.store()
+
+
 def pytest_collection_modifyitems(config, items):
     """Under NMCML_TEST_PROFILE=production only the tests marked `production` run (the rest ran on the embedded
     profile already); tests marked `production_only` are skipped on the embedded profile, with the reason."""
