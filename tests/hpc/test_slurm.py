@@ -353,7 +353,8 @@ def job_state(calc) -> str:
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60).stdout.strip()
 
 
-@pytest.mark.production
+# Marker `production` (also run on PostgreSQL + RabbitMQ by .ci/run's second pass) taken off to keep CI inside its
+# 40 minutes; run it there on demand: NMCML_TEST_PROFILE=production pytest tests/hpc/test_slurm.py -k sigkill
 def test_daemon_sigkill_during_label_finetune_and_md_then_restart(
     slurm_codes, model_node, tiny_foundation_model, started_daemon_client, submit_and_await
 ):
