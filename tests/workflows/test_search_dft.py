@@ -21,7 +21,7 @@ def test_search_verifies_best_candidates_with_pw(nmcml_codes, tiny_foundation_mo
 
     committee = [MaceModel.get_or_create(tiny_foundation_model), MaceModel.get_or_create(toymodel.cached_tiny_mace(2))]
     overrides = {
-        'lattice': {'supercell': [2, 1, 1], 'composition': {'Ni': 1.0}},
+        'lattice': {'supercell': 8, 'composition': {'Ni': 1.0}},
         'li_contents': [1.0, 0.5],
         'n_verify': 1,
         'label_protocol': 'plumbing',
