@@ -59,6 +59,10 @@ def pytest_collection_modifyitems(config, items):
     profile already); tests marked `production_only` are skipped on the embedded profile, with the reason."""
     skip = pytest.mark.skip(reason='runs on the production profile: NMCML_TEST_PROFILE=production (.ci/run)')
     for item in items:
+        if 'slurm' in item.keywords:
+            # one SLURM node for the whole machine: under pytest-xdist (.ci/run: -n 2 --dist loadgroup) the cluster
+            # tests run one after another in one worker, so their timing-based kills see no competing jobs
+            item.add_marker(pytest.mark.xdist_group('slurm'))
         if PRODUCTION and not {'production', 'production_only'} & set(item.keywords):
             item.add_marker(pytest.mark.skip(reason='NMCML_TEST_PROFILE=production runs only the `production` tests'))
         elif not PRODUCTION and 'production_only' in item.keywords:
