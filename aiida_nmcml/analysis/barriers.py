@@ -7,7 +7,9 @@ model's converged path (image 0 = initial end point). Definitions:
   model it is the CI-NEB barrier; for DFT and the zero-shot potential it is the barrier of the **model's** path, an
   upper bound of their own NEB barrier only if the model path is close to theirs (a full DFT NEB is not done here);
 * ``dft_at_model_saddle`` is the DFT energy of the model's climbing image relative to image 0;
-* differences are ``dft - model``, ``zero_shot - dft`` and ``zero_shot - model`` (eV).
+* differences are ``dft - model``, ``zero_shot - dft`` and ``zero_shot - model`` (eV);
+* optional ``dft_neb``: a full DFT CI-NEB (QE neb.x) started from the model's images, with its own path: its barrier
+  is DFT's own (``dft_neb_minus_model``; ``dft_neb_minus_dft_on_model_path`` says how far the model's path is off).
 
 Ni moment check (science review 8.3): the DFT single points start every image from the same moments, but the
 charge localisation can still jump (a Ni3+ becomes Ni4+ next door) and give a fake barrier. Each Ni is classed by its
@@ -78,10 +80,12 @@ def barrier_row(
     ni_moments: dict[int, np.ndarray] | None = None,
     zero_shot_energies: dict[int, float] | None = None,
     bounds=DEFAULT_NI_BOUNDS,
+    dft_neb: dict | None = None,
 ) -> dict:
     """One hop's row: model CI-NEB (with its committee spread), DFT on the model path, zero-shot on the same path.
 
-    ``neb``: the ``neb_summary.json`` of the engine (``output_parameters`` of ``nmcml.neb``).
+    ``neb``: the ``neb_summary.json`` of the engine (``output_parameters`` of ``nmcml.neb``). ``dft_neb``: the
+    ``output_parameters`` of aiida-quantumespresso's ``NebCalculation`` (neb.x), see :func:`dft_neb_summary`.
     """
     n_images = len(neb['energies'])
     climbing = neb.get('climbing_image') or neb.get('highest_image')
@@ -141,4 +145,40 @@ def barrier_row(
         'zero_shot_minus_dft': _difference(zero_barrier, dft_barrier),
         'zero_shot_minus_model': _difference(zero_barrier, model_barrier),
     }
+    if dft_neb is not None:
+        row['dft_neb'] = dft_neb_summary(dft_neb)
+        neb_barrier = row['dft_neb']['barrier']
+        row['differences']['dft_neb_minus_model'] = _difference(neb_barrier, model_barrier)
+        row['differences']['dft_neb_minus_dft_on_model_path'] = _difference(neb_barrier, dft_barrier)
+        if not row['dft_neb']['converged']:
+            row['flags'].append(f'DFT NEB (neb.x) not converged after {row["dft_neb"]["iterations"]} iterations')
     return row
+
+
+def dft_neb_summary(parameters: dict) -> dict:
+    """Barrier of a neb.x run from aiida-quantumespresso's parsed ``output_parameters``: the last iteration's image
+    energies (``pw_output_image_N.energy``, eV), barrier = highest image - image 1, and convergence.
+
+    Why the image energies and not the activation energy printed by neb.x: the parser keeps per-iteration activation
+    energies only on request, while every image's final pw.x energy is always in ``output_parameters``.
+    """
+    n_images = int(parameters['num_of_images'])
+    energies = []
+    for index in range(1, n_images + 1):
+        image = parameters.get(f'pw_output_image_{index}') or {}
+        energies.append(image.get('energy'))
+    present = {i: e for i, e in enumerate(energies) if e is not None}
+    path = path_energies(present, n_images)
+    converged, iterations = (parameters.get('converged') or [False, 0])[:2]
+    reverse = None if path['barrier'] is None or energies[-1] is None else float(max(present.values()) - energies[-1])
+    return {
+        'barrier': path['barrier'],
+        'barrier_reverse': reverse,
+        'energies_relative': path['energies_relative'],
+        'highest_image': path['highest_image'],
+        'missing_images': path['missing_images'],
+        'converged': bool(converged),
+        'iterations': int(iterations),
+        'path_thr_eV_per_A': parameters.get('path_thr'),
+        'ci_scheme': parameters.get('ci_scheme'),
+    }

@@ -232,6 +232,10 @@ _ENTRIES = (
         'model and DFT barriers', ('nmcml.barrier',),
     ),
     ExitCodeEntry(
+        583, 'ERROR_BARRIER_DFT_NEB_FAILED',
+        'the DFT CI-NEB (neb.x) failed for {reasons}; the table holds the other barriers', ('nmcml.barrier',),
+    ),
+    ExitCodeEntry(
         570, 'ERROR_AL_EXPLORATION_FAILED',
         'iteration {iteration}: no exploration MD gave frames ({message}); see the nmcml.md.base reports.',
         ('nmcml.active_learning',),

@@ -19,8 +19,13 @@ nearest the transition point, ``Ni_Li``: the hop nearest a Ni on the Li layer, `
 5. ``barrier_table`` (calcfunction): per hop the model barrier, the DFT barrier on the model path, the zero-shot
    barrier, their differences, per-image energies relative to the initial image, committee spread and flags.
 
-Not done: a full DFT CI-NEB with QE's neb.x (``quantumespresso.neb``) for a subset. The DFT numbers here are single
-points on the model path, so the DFT barrier is that of the model's path, not DFT's own minimum energy path.
+Optional (default off), for a subset of hops (``parameters.dft_neb.hops``): a full DFT CI-NEB with QE's neb.x
+(aiida-quantumespresso's ``NebCalculation``, on the ``nmcml-neb`` code of ``aiida-nmcml setup``), started from the
+model's converged images with the DFT settings of the single points (``dft_neb.settings``: same functional, U,
+pseudopotentials, cutoffs, k-point distance, starting moments). Its barrier is DFT's own minimum-energy-path barrier;
+the single points only give the DFT barrier of the model's path. Limitation: the NebCalculation builds its species
+from chemical symbols, so every atom of an element starts from one moment; hops whose host needs several starting
+moments per element (Ni2+/Ni3+ in NMC811) are refused before submission.
 
 Outputs (stable link labels, read by the campaign report): ``table`` (Dict, one row per hop key), ``hops.<key>.images``
 (TrajectoryData with energies), ``hops.<key>.transition_state``, ``hops.<key>.neb`` (the NEB summary Dict),
@@ -44,6 +49,7 @@ from ..calculations.neb import NebCalculation
 from ..common import exit_codes
 from ..common.schema import Field, Section
 from ..protocols import ProtocolMixin
+from ..structures import kind_names
 from .label import LabelWorkChain
 
 HOP_KINDS = ('odh', 'tsh')
@@ -92,6 +98,31 @@ def _check_bounds(value) -> str | None:
     return None
 
 
+DFT_NEB = Section(
+    {
+        'hops': Field(
+            list,
+            default=[],
+            items=str,
+            help='hop keys (e.g. odh_any_x1_0000) for a full DFT CI-NEB with neb.x; empty (default): none',
+        ),
+        'nstep_path': Field(int, default=50, min=1, help='neb.x path optimisation steps'),
+        'path_thr': Field(
+            float,
+            default=0.05,
+            min=0.0,
+            min_exclusive=True,
+            max=5.0,
+            unit='eV/Å',
+            help='neb.x convergence: largest force perpendicular to the path',
+        ),
+        'ci_scheme': Field(str, default='auto', choices=('auto', 'no-CI'), help='auto: the highest image climbs'),
+        'opt_scheme': Field(str, default='broyden', choices=('broyden', 'broyden2', 'quick-min', 'sd', 'langevin')),
+    },
+    help='optional DFT CI-NEB (QE neb.x) on a subset of hops, started from the model images',
+)
+
+
 PARAMETERS = Section(
     {
         'supercell': Field(
@@ -107,6 +138,7 @@ PARAMETERS = Section(
         'ni_moment_bounds': Field(
             list, default=[0.5, 1.35], items=float, check=_check_bounds, unit='µB', help='Ni4+|Ni3+|Ni2+ classes'
         ),
+        'dft_neb': DFT_NEB,
     }
 )
 
@@ -184,6 +216,55 @@ def images_to_frames(**structures):
     return TrainingSet.from_frames(frames)
 
 
+def dft_neb_inputs(code, settings: dict, structures: dict, params: dict, key: str) -> dict:
+    """Inputs of aiida-quantumespresso's ``NebCalculation`` (neb.x) for one hop, from the model's images.
+
+    The pw.x part (parameters, pseudopotentials, U, starting moments, resources, k-point distance) is what the
+    single-point builder of ``nmcml.label`` makes for image 0 with the same ``settings``, so the DFT NEB and the DFT
+    single points share one Hamiltonian (as aiida-quantumespresso's own NebBaseWorkChain does, ``calculation``
+    stays as the pw.x protocol has it: neb.x drives the images; ``tstress`` is dropped, the cell is fixed). The
+    images are the model's converged path, as many as the model used (``num_of_images``), so neb.x does not
+    re-interpolate. ``params``: :data:`DFT_NEB` with defaults.
+    """
+    from aiida_quantumespresso.calculations.functions.create_kpoints_from_distance import (
+        create_kpoints_from_distance,
+    )
+
+    from ..dft.adapter import get_adapter
+
+    names = sorted(structures)
+    first = structures[names[0]]
+    pw = get_adapter(settings, 'qe').builder(code, first)
+    pw_parameters = pw.pw.parameters.get_dict()
+    pw_parameters['CONTROL'].pop('tstress', None)  # fixed cell: no stress needed along the path
+    kpoints = create_kpoints_from_distance(
+        first, orm.Float(pw.kpoints_distance.value), orm.Bool(False), metadata={'call_link_label': f'kpoints_{key}'}
+    )
+    path = {
+        'string_method': 'neb',
+        'restart_mode': 'from_scratch',
+        'num_of_images': len(names),
+        'nstep_path': params['nstep_path'],
+        'path_thr': params['path_thr'],
+        'CI_scheme': params['ci_scheme'],
+        'opt_scheme': params['opt_scheme'],
+    }
+    return {
+        'code': code,
+        'images': neb_images_trajectory(**structures, metadata={'call_link_label': f'images_{key}'}),
+        'parameters': orm.Dict({'PATH': path}),
+        'pw': {'parameters': orm.Dict(pw_parameters), 'pseudos': dict(pw.pw.pseudos), 'kpoints': kpoints},
+        'metadata': {'options': dict(pw.pw.metadata.options), 'call_link_label': f'dft_neb_{key}'},
+    }
+
+
+@calcfunction
+def neb_images_trajectory(**structures):
+    """The model's images (``image_NN``, path order) as the TrajectoryData that aiida-quantumespresso's NebCalculation
+    takes; kinds are element symbols (validated: one starting moment per element)."""
+    return orm.TrajectoryData([structures[name] for name in sorted(structures)])
+
+
 def _split_key(key: str) -> tuple[str, int]:
     hop, image = key.rsplit('__image_', 1)
     return hop, int(image)
@@ -192,7 +273,8 @@ def _split_key(key: str) -> tuple[str, int]:
 @calcfunction
 def barrier_table(settings: orm.Dict, **kwargs):
     """One row per hop (see :mod:`aiida_nmcml.analysis.barriers`), from the NEB summaries (``neb__<key>``), the DFT
-    frames (``labelled``), and the zero-shot frames and predictions (``zero_shot_frames``/``zero_shot_predictions``).
+    frames (``labelled``), the zero-shot frames and predictions (``zero_shot_frames``/``zero_shot_predictions``) and
+    the neb.x results (``dft_neb__<key>``: aiida-quantumespresso's NebCalculation ``output_parameters``).
     """
     from ..analysis.barriers import barrier_row
 
@@ -200,6 +282,7 @@ def barrier_table(settings: orm.Dict, **kwargs):
     labelled = kwargs.pop('labelled', None)
     zero_frames = kwargs.pop('zero_shot_frames', None)
     zero_predictions = kwargs.pop('zero_shot_predictions', None)
+    dft_nebs = {name[len('dft_neb__') :]: kwargs.pop(name) for name in list(kwargs) if name.startswith('dft_neb__')}
     dft: dict = {}
     moments: dict = {}
     if labelled is not None:
@@ -224,6 +307,7 @@ def barrier_table(settings: orm.Dict, **kwargs):
             ni_moments=moments.get(key),
             zero_shot_energies=zero.get(key, {}) if settings.get('zero_shot') else None,
             bounds=tuple(settings['ni_moment_bounds']),
+            dft_neb=dft_nebs[key].get_dict() if key in dft_nebs else None,
         )
         row.update(settings['hop_info'].get(key, {}))
         row['hop'] = key
@@ -237,11 +321,30 @@ def barrier_table(settings: orm.Dict, **kwargs):
 
 @functools.cache
 def _plan_error(params_json: str) -> str | None:
-    """Why the hops cannot be built, or None (cached: the port is validated on every builder assignment)."""
+    """Why the hops cannot be built, or None (cached: the port is validated on every builder assignment).
+
+    Also refuses a DFT NEB (``dft_neb.hops``) of a hop that is not requested, or whose host needs several starting
+    moments for one element: aiida-quantumespresso's NebCalculation makes its species from chemical symbols (its
+    ``TrajectoryData`` images carry no kinds), so it cannot start Ni2+ and Ni3+ from different moments.
+    """
+    params = json.loads(params_json)
     try:
-        plan_hops(json.loads(params_json))
+        hops = plan_hops(params)
     except ValueError as exc:
         return str(exc)
+    for key in (params.get('dft_neb') or {}).get('hops', []):
+        if key not in hops:
+            return f'parameters.dft_neb.hops: {key!r} is not one of the requested hops {sorted(hops)}'
+        atoms = hops[key].initial
+        symbols = atoms.get_chemical_symbols()
+        names = kind_names(symbols, atoms.get_initial_magnetic_moments())
+        split = sorted({symbol for symbol, name in zip(symbols, names, strict=True) if symbol != name})
+        if split:
+            return (
+                f'parameters.dft_neb.hops: hop {key} starts {", ".join(split)} from several moments (several kinds per '
+                "element); neb.x through aiida-quantumespresso's NebCalculation takes one species per element, so it "
+                'cannot: leave this hop to the single points on the model path'
+            )
     return None
 
 
@@ -263,6 +366,20 @@ def validate_inputs(inputs, _):
     zero = inputs.get('zero_shot')
     if zero and 'universal_potential' not in zero:
         return 'the `zero_shot` namespace needs `universal_potential` (e.g. chgnet)'
+    parameters = inputs.get('parameters')
+    wanted = ((parameters.get_dict() if parameters is not None else {}).get('dft_neb') or {}).get('hops', [])
+    dft_neb = inputs.get('dft_neb') or {}
+    has_neb = 'code' in dft_neb and 'settings' in dft_neb
+    if wanted and not has_neb:
+        return 'parameters.dft_neb.hops asks for a DFT NEB: give dft_neb.code (neb.x) and dft_neb.settings'
+    if dft_neb and not wanted:
+        return 'the `dft_neb` namespace is given but parameters.dft_neb.hops is empty: no hop would use it'
+    if has_neb:
+        from ..dft.settings import check_resolved_settings
+
+        message = check_resolved_settings(dft_neb['settings'].get_dict(), 'qe')
+        if message:
+            return f'dft_neb.settings: {message}'
     return None
 
 
@@ -309,6 +426,20 @@ class BarrierWorkChain(ProtocolMixin, WorkChain):
                 'help': 'Inputs of nmcml.evaluate with a universal_potential (chgnet) for the zero-shot barrier.',
             },
         )
+        spec.input_namespace(
+            'dft_neb',
+            required=False,
+            populate_defaults=False,
+            help='Full DFT CI-NEB with neb.x for the hops in parameters.dft_neb.hops (absent: none).',
+        )
+        spec.input('dft_neb.code', valid_type=orm.AbstractCode, required=False, help='neb.x (nmcml-neb of setup).')
+        spec.input(
+            'dft_neb.settings',
+            valid_type=orm.Dict,
+            required=False,
+            serializer=to_aiida_type,
+            help='DFT settings as for nmcml.label with engine qe (the single points use the same).',
+        )
         spec.input(
             'group_label',
             valid_type=str,
@@ -322,6 +453,7 @@ class BarrierWorkChain(ProtocolMixin, WorkChain):
             cls.run_neb,
             cls.inspect_neb,
             if_(cls.should_run_dft)(cls.run_dft, cls.inspect_dft),
+            if_(cls.should_run_dft_neb)(cls.run_dft_neb, cls.inspect_dft_neb),
             if_(cls.should_run_zero_shot)(cls.run_zero_shot, cls.inspect_zero_shot),
             cls.results,
         )
@@ -336,6 +468,7 @@ class BarrierWorkChain(ProtocolMixin, WorkChain):
             'ERROR_BARRIER_NEB_FAILED',
             'ERROR_BARRIER_DFT_FAILED',
             'ERROR_BARRIER_ZERO_SHOT_FAILED',
+            'ERROR_BARRIER_DFT_NEB_FAILED',
             'ERROR_BARRIER_INCOMPLETE',
         )  # docs/dev/exit_codes.md
 
@@ -349,11 +482,13 @@ class BarrierWorkChain(ProtocolMixin, WorkChain):
         *,
         dft_code=None,
         dft_engine: str = 'qe',
+        dft_neb_code=None,
         group_label: str | None = None,
     ):
         """A builder from ``barrier.yaml``; ``overrides`` may set any key of it, plus ``label`` (nmcml.label protocol
         overrides). ``dft_code``: pw.x (or VASP) for the DFT check; without it there is none. ``zero_shot`` (protocol
-        key, e.g. ``chgnet``; ``None`` to skip) runs on ``engine_code``."""
+        key, e.g. ``chgnet``; ``None`` to skip) runs on ``engine_code``. ``dft_neb_code``: neb.x for the hops in
+        ``parameters.dft_neb.hops`` (overrides), with the DFT settings of the label protocol (engine qe)."""
         overrides = dict(overrides or {})
         label_overrides = overrides.pop('label', None)
         inputs = cls.get_protocol_inputs(protocol, overrides)
@@ -379,6 +514,12 @@ class BarrierWorkChain(ProtocolMixin, WorkChain):
             )
             for key in ('code', 'engine', 'settings', 'min_success_fraction'):
                 builder.dft[key] = label[key]
+        if dft_neb_code is not None:
+            label = LabelWorkChain.get_builder_from_protocol(
+                dft_neb_code, engine='qe', protocol=inputs['label_protocol'], overrides=label_overrides
+            )
+            builder.dft_neb.code = dft_neb_code
+            builder.dft_neb.settings = label['settings']
         if inputs.get('zero_shot'):
             builder.zero_shot.code = engine_code
             builder.zero_shot.universal_potential = orm.Str(inputs['zero_shot'])
@@ -474,6 +615,47 @@ class BarrierWorkChain(ProtocolMixin, WorkChain):
             self.ctx.dft_failed = node.exit_status
             self.report(f'DFT check LabelWorkChain<{node.pk}> failed: exit {node.exit_status} {node.exit_message}')
 
+    def should_run_dft_neb(self):
+        wanted = self.inputs.parameters.get_dict().get('dft_neb') or {}
+        return bool(wanted.get('hops')) and 'dft_neb' in self.inputs and 'code' in self.inputs.dft_neb
+
+    def run_dft_neb(self):
+        """One neb.x per chosen hop (:func:`dft_neb_inputs`), started from the model's converged images."""
+        from aiida_quantumespresso.calculations.neb import NebCalculation as QeNebCalculation
+
+        params = DFT_NEB.with_defaults(self.inputs.parameters.get_dict().get('dft_neb'))
+        self.ctx.dft_neb_keys = []
+        children = {}
+        for key in params['hops']:
+            if key not in self.ctx.usable:
+                self.report(f'hop {key}: no model images, no DFT NEB')
+                continue
+            structures = dict(self.ctx[f'neb_{key}'].outputs.image_structures.items())
+            inputs = dft_neb_inputs(
+                self.inputs.dft_neb.code, self.inputs.dft_neb.settings.get_dict(), structures, params, key
+            )
+            node = self.submit(QeNebCalculation, **inputs)
+            self.report(f'submitted neb.x NebCalculation<{node.pk}> for hop {key} ({len(structures)} images)')
+            children[f'dft_neb_{key}'] = node
+            self.ctx.dft_neb_keys.append(key)
+        return ToContext(**children)
+
+    def inspect_dft_neb(self):
+        """A finished neb.x, or one that hit ``nstep_path`` (its images parsed), gives a row entry; others fail."""
+        from aiida_quantumespresso.calculations.neb import NebCalculation as QeNebCalculation
+
+        not_converged = QeNebCalculation.exit_codes.ERROR_NEB_CYCLE_EXCEEDED_NSTEP.status
+        self.ctx.dft_neb_failed = {}
+        for key in self.ctx.dft_neb_keys:
+            node = self.ctx[f'dft_neb_{key}']
+            if (node.is_finished_ok or node.exit_status == not_converged) and 'output_parameters' in node.outputs:
+                self.out(f'hops.{key}.dft_neb', node.outputs.output_parameters)
+                if not node.is_finished_ok:
+                    self.report(f'hop {key}: neb.x stopped at nstep_path (502): its last images are used, flagged')
+                continue
+            self.ctx.dft_neb_failed[key] = f'NebCalculation<{node.pk}> exit {node.exit_status}: {node.exit_message}'
+            self.report(f'hop {key}: DFT NEB failed: {self.ctx.dft_neb_failed[key]}')
+
     def should_run_zero_shot(self):
         return 'zero_shot' in self.inputs and 'universal_potential' in self.inputs.zero_shot
 
@@ -519,6 +701,9 @@ class BarrierWorkChain(ProtocolMixin, WorkChain):
             'ni_moment_bounds': self.inputs.parameters.get_dict().get('ni_moment_bounds', [0.5, 1.35]),
         }
         kwargs = {f'neb__{key}': self.ctx[f'neb_{key}'].outputs.output_parameters for key in self.ctx.usable}
+        for key in self.ctx.get('dft_neb_keys', []):
+            if key not in self.ctx.dft_neb_failed:
+                kwargs[f'dft_neb__{key}'] = self.ctx[f'dft_neb_{key}'].outputs.output_parameters
         if 'labelled' in self.outputs:
             kwargs['labelled'] = self.outputs['labelled']
         if zero_ok:
@@ -532,6 +717,10 @@ class BarrierWorkChain(ProtocolMixin, WorkChain):
             return self.exit_codes.ERROR_BARRIER_DFT_FAILED.format(status=self.ctx.dft_failed)
         if self.ctx.get('zero_shot_failed') is not None:
             return self.exit_codes.ERROR_BARRIER_ZERO_SHOT_FAILED.format(status=self.ctx.zero_shot_failed)
+        if self.ctx.get('dft_neb_failed'):
+            return self.exit_codes.ERROR_BARRIER_DFT_NEB_FAILED.format(
+                reasons='; '.join(f'{k}: {v}' for k, v in self.ctx.dft_neb_failed.items())
+            )
         if incomplete:
             return self.exit_codes.ERROR_BARRIER_INCOMPLETE.format(details='; '.join(incomplete))
         return None
@@ -553,6 +742,10 @@ class BarrierWorkChain(ProtocolMixin, WorkChain):
                 f'hop {key}: model {fmt(row["model"]["barrier"])} eV, DFT on the model path {fmt(dft)} eV, '
                 f'zero-shot {fmt(zero)} eV' + (f'; flags: {" | ".join(row["flags"])}' if row['flags'] else '')
             )
+            if row.get('dft_neb'):
+                self.report(f'hop {key}: DFT NEB (neb.x) barrier {fmt(row["dft_neb"]["barrier"])} eV')
+                if not row['dft_neb']['converged']:
+                    incomplete.append(f'{key}: DFT NEB not converged')
             if not row['model']['converged']:
                 incomplete.append(f'{key}: model NEB not converged')
             if row.get('dft') and row['dft']['missing_images']:

@@ -87,6 +87,65 @@ def test_parameters_refused_with_the_closest_key():
     assert 'odh_mn_x1_0000' in message and 'Mn' in message
 
 
+def test_dft_neb_parameters_refused_before_submission():
+    """parameters.dft_neb (off by default): schema with the closest key, only requested hops, and hops whose host
+    needs several starting moments for one element (NMC811: Ni2+ and Ni3+) refused, since aiida-quantumespresso's
+    NebCalculation makes one species per element."""
+    lno = {'supercell': 16, 'composition': {'Ni': 1.0}, 'hops': [{'kind': 'odh'}]}
+    assert PARAMETERS.with_defaults(lno)['dft_neb']['hops'] == []  # default: no DFT NEB
+    assert validate_parameters(orm.Dict({**lno, 'dft_neb': {'hops': ['odh_any_x1_0000']}}), None) is None
+    message = validate_parameters(orm.Dict({**lno, 'dft_neb': {'hops': ['odh_any_x1_0000'], 'path_tr': 0.1}}), None)
+    assert "did you mean 'path_thr'" in message
+    assert 'CI_scheme' not in PARAMETERS.errors({**lno, 'dft_neb': {'ci_scheme': 'manual'}})[0]  # refused by choices
+    message = validate_parameters(orm.Dict({**lno, 'dft_neb': {'hops': ['tsh_any_x1_0000']}}), None)
+    assert "'tsh_any_x1_0000' is not one of the requested hops" in message
+    nmc = {'supercell': [5, 2, 1], 'hops': [{'kind': 'odh', 'environment': 'Ni'}]}
+    assert validate_parameters(orm.Dict(nmc), None) is None
+    message = validate_parameters(orm.Dict({**nmc, 'dft_neb': {'hops': ['odh_ni_x1_0000']}}), None)
+    assert 'several moments' in message and 'Ni' in message
+
+
+def test_dft_neb_inputs_need_code_and_settings(nmcml_codes):
+    from aiida_nmcml.workflows.barrier import validate_inputs
+
+    params = orm.Dict({'supercell': 16, 'composition': {'Ni': 1.0}, 'hops': [{'kind': 'odh'}]})
+    wanted = orm.Dict({**params.get_dict(), 'dft_neb': {'hops': ['odh_any_x1_0000']}})
+    assert 'give dft_neb.code' in validate_inputs({'parameters': wanted}, None)
+    message = validate_inputs({'parameters': params, 'dft_neb': {'code': nmcml_codes['neb']}}, None)
+    assert 'parameters.dft_neb.hops is empty' in message
+    assert validate_inputs({'parameters': params}, None) is None
+
+
+def neb_x_output(energies, converged=True):
+    """``output_parameters`` of aiida-quantumespresso's neb.x parser, with the keys the table reads."""
+    params = {
+        'num_of_images': len(energies),
+        'converged': [converged, 7 if converged else 0],
+        'path_thr': 0.05,
+        'ci_scheme': 'auto',
+    }
+    params.update({f'pw_output_image_{i + 1}': {'energy': e} for i, e in enumerate(energies)})
+    return params
+
+
+def test_dft_neb_column_and_differences():
+    """The neb.x barrier is DFT's own path: highest image - image 1; compared with the model and with DFT on the
+    model's path; an unconverged neb.x is flagged."""
+    model = [0.0, 0.2, 0.45, 0.25, 0.05]
+    dft_on_model_path = {i: -100.0 + e for i, e in enumerate([0.0, 0.25, 0.5, 0.3, 0.0])}
+    neb_x = neb_x_output([-3000.0, -2999.8, -2999.58, -2999.75, -3000.0])
+    row = barrier_row(neb_summary(model), dft_on_model_path, None, None, dft_neb=neb_x)
+    assert row['dft_neb']['barrier'] == pytest.approx(0.42) and row['dft_neb']['highest_image'] == 2
+    assert row['dft_neb']['energies_relative'] == pytest.approx([0.0, 0.2, 0.42, 0.25, 0.0])
+    assert row['differences']['dft_neb_minus_model'] == pytest.approx(-0.03)
+    assert row['differences']['dft_neb_minus_dft_on_model_path'] == pytest.approx(-0.08)
+    assert row['dft_neb']['converged'] and row['flags'] == []
+    stuck = barrier_row(neb_summary(model), None, None, None, dft_neb=neb_x_output([-1.0, -0.7, -0.9], False))
+    assert stuck['dft_neb']['barrier'] == pytest.approx(0.3)
+    assert any('DFT NEB (neb.x) not converged' in flag for flag in stuck['flags'])
+    assert 'dft_neb' not in barrier_row(neb_summary(model))
+
+
 def test_plan_hops_environments_and_antisite():
     params = {
         'supercell': [4, 4, 1],
@@ -182,7 +241,12 @@ def test_barrier_table_calcfunction_parses_each_image():
 
 def test_exit_codes_declared():
     spec = BarrierWorkChain.spec()
-    for label in ('ERROR_BARRIER_NEB_FAILED', 'ERROR_BARRIER_DFT_FAILED', 'ERROR_BARRIER_INCOMPLETE'):
+    for label in (
+        'ERROR_BARRIER_NEB_FAILED',
+        'ERROR_BARRIER_DFT_FAILED',
+        'ERROR_BARRIER_DFT_NEB_FAILED',
+        'ERROR_BARRIER_INCOMPLETE',
+    ):
         assert spec.exit_codes[label].status == TABLE[label].status
 
 
