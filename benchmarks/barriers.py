@@ -71,17 +71,39 @@ def make_model(name: str, device: str):
     return make_calculator([name], device, 'float64'), {'model': name, 'device': device}
 
 
-def relaxed_host(calculator, repeats, fmax: float, steps: int):
-    """LiNiO2 (x = 1) in the hexagonal supercell with cell and positions relaxed by the model (c from the model)."""
+def relaxed_host(calculator, repeats, fmax: float, steps: int, cell_repeats=None):
+    """LiNiO2 (x = 1) in the hexagonal supercell with cell and positions relaxed by the model (c from the model).
+
+    ``cell_repeats`` (e.g. 2 2 1, dividing ``repeats``): relax cell and positions of that smaller pristine LiNiO2
+    supercell and tile it to ``repeats``. Pristine LiNiO2 is periodic in the small cell, so a, c and the relaxed
+    positions (a cooperative Jahn-Teller distortion, if the model has one, commensurate with the small cell) are the
+    same, at ~1/4 of the cost per evaluation; both hop end points are then cut from one relaxed host and relax only
+    locally around the vacancy. The hop vacancies are not in the relaxed cell (lattice of the pristine host)."""
     from aiida_nmcml.engine.neb import relax_cell
     from aiida_nmcml.hops import hexagonal_supercell
     from aiida_nmcml.structures import build_nmc
 
-    host = build_nmc(hexagonal_supercell(*repeats), composition={'Ni': 1.0}, seed=0)
-    relaxed, record = relax_cell(host, calculator, 'full', fmax=fmax, steps=steps)  # the engine's, as nmcml.neb
+    if cell_repeats and list(cell_repeats) != list(repeats):
+        tiles = [r // c for r, c in zip(repeats, cell_repeats, strict=True)]
+        if any(r % c for r, c in zip(repeats, cell_repeats, strict=True)):
+            raise SystemExit(f'--cell-repeats {cell_repeats} must divide --repeats {repeats}')
+        small = build_nmc(hexagonal_supercell(*cell_repeats), composition={'Ni': 1.0}, seed=0)
+        relaxed_small, record = relax_cell(small, calculator, 'full', fmax=fmax, steps=steps)
+        relaxed = relaxed_small.repeat(tiles)  # keeps the per-atom arrays (sublattice, moments)
+        n_atoms = len(small)
+        record['cellpar_after_small'] = record['cellpar_after']
+        record['cellpar_before'] = [float(v) for v in small.repeat(tiles).cell.cellpar()]
+        record['cellpar_after'] = [float(v) for v in relaxed.cell.cellpar()]
+    else:
+        host = build_nmc(hexagonal_supercell(*repeats), composition={'Ni': 1.0}, seed=0)
+        relaxed, record = relax_cell(host, calculator, 'full', fmax=fmax, steps=steps)  # the engine's, as nmcml.neb
+        n_atoms = len(host)
     return relaxed, {
+        'relaxed_in': list(cell_repeats or repeats),
         'cell_before': [round(float(v), 4) for v in record['cellpar_before']],
         'cell_after': [round(float(v), 4) for v in record['cellpar_after']],
+        **({'cell_after_small': [round(float(v), 4) for v in record['cellpar_after_small']]} if cell_repeats else {}),
+        'energy_per_atom_eV': round(record['energy'] / n_atoms, 5),
         'max_stress_GPa': round(record['max_stress_GPa'], 3),
         'steps': record['steps'],
         'converged': record['converged'],
@@ -94,14 +116,16 @@ def run_hop(kind: str, host, calculator, args) -> dict:
 
     hop = build_hop(kind, host=host)
     settings = {
-        'n_images': args.images if kind == 'odh' else max(args.images, 5),
+        'n_images': args.images if kind == 'odh' else max(args.images, args.tsh_min_images),
         'fmax': args.fmax,
         'max_steps': args.max_steps,
         'endpoint_fmax': args.endpoint_fmax,
         'endpoint_max_steps': args.max_steps,
+        'optimizer': args.optimizer,
     }
     start = time.perf_counter()
-    _, summary = run_neb(hop.initial, hop.final, calculator, settings, via=hop.via)
+    print(f'# {kind}: {hop.info["formula"]}, NEB settings {settings}', flush=True)
+    _, summary = run_neb(hop.initial, hop.final, calculator, settings, via=hop.via, logfile='-' if args.log else None)
     seconds = time.perf_counter() - start
     barrier = summary['barrier_forward']
     lit = LITERATURE[kind]
@@ -123,6 +147,7 @@ def run_hop(kind: str, host, calculator, args) -> dict:
         'energies_relative_eV': [round(e, 4) for e in summary['energies_relative']],
         'endpoints': summary.get('endpoints'),
         'model_evaluations': summary['model_evaluations'],
+        'warnings': summary['warnings'],
         'seconds': seconds,
         'source': lit['source'],
     }
@@ -141,7 +166,8 @@ def benchmark_model(name: str, args) -> dict:
         report['cell'] = {'relaxed': False, 'cellpar': [round(float(v), 4) for v in host.cell.cellpar()]}
     else:
         start = time.perf_counter()
-        host, cell = relaxed_host(calculator, args.repeats, args.cell_fmax, args.max_steps)
+        host, cell = relaxed_host(calculator, args.repeats, args.cell_fmax, args.max_steps, args.cell_repeats)
+        print(f'# cell: {cell}', flush=True)
         report['cell'] = {'relaxed': True, **cell, 'seconds': time.perf_counter() - start}
     report['hops'] = []
     for kind in args.hops:
@@ -180,6 +206,12 @@ def main() -> None:
     parser.add_argument('--cell-fmax', type=float, default=0.02)
     parser.add_argument('--max-steps', type=int, default=300)
     parser.add_argument('--no-relax-cell', action='store_true')
+    parser.add_argument(
+        '--cell-repeats', nargs=3, type=int, default=None, help='relax the cell in this smaller pristine cell (2 2 1)'
+    )
+    parser.add_argument('--tsh-min-images', type=int, default=5, help='TSH: at least this many images (>= 3)')
+    parser.add_argument('--optimizer', default='fire', choices=['fire', 'bfgs', 'mdmin'])
+    parser.add_argument('--log', action='store_true', help="optimiser logs on stdout (every step's energy and fmax)")
     args = parser.parse_args()
 
     report = {'benchmark': 'barriers', 'machine': platform.node(), 'repeats': args.repeats, 'load': os.getloadavg()}

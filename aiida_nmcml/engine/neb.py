@@ -163,10 +163,10 @@ def _optimizer(name: str):
     return {'fire': FIRE, 'bfgs': BFGS, 'mdmin': MDMin}[name]
 
 
-def relax(atoms, calculator, fmax: float, steps: int, optimizer: str = 'fire') -> dict:
+def relax(atoms, calculator, fmax: float, steps: int, optimizer: str = 'fire', logfile=None) -> dict:
     """Relax positions (fixed cell) in place; returns energy, steps and convergence."""
     atoms.calc = ImageCalculator(calculator)
-    opt = _optimizer(optimizer)(atoms, logfile=None)
+    opt = _optimizer(optimizer)(atoms, logfile=logfile)
     converged = bool(opt.run(fmax=fmax, steps=steps))
     forces = atoms.get_forces()
     return {
@@ -237,10 +237,11 @@ def initial_path(initial, final, n_images: int, interpolation: str = 'idpp', via
     return left + right[1:]
 
 
-def run_neb(initial, final, calculator, settings: dict, via=None) -> tuple[list, dict]:
+def run_neb(initial, final, calculator, settings: dict, via=None, logfile=None) -> tuple[list, dict]:
     """Relax end points, build the path, run NEB then CI-NEB. Returns (images, summary). No files written.
 
     ``calculator``: any ASE calculator (one model); each image gets an :class:`ImageCalculator` over it.
+    ``logfile``: the ASE optimisers' log (``'-'``: stdout), so a long run on a slow machine shows its progress.
     """
     from ase.mep import NEB
 
@@ -264,7 +265,7 @@ def run_neb(initial, final, calculator, settings: dict, via=None) -> tuple[list,
         final.positions += shift
     if cfg['relax_endpoints']:
         summary['endpoints'] = {
-            name: relax(atoms, calculator, cfg['endpoint_fmax'], cfg['endpoint_max_steps'], cfg['optimizer'])
+            name: relax(atoms, calculator, cfg['endpoint_fmax'], cfg['endpoint_max_steps'], cfg['optimizer'], logfile)
             for name, atoms in (('initial', initial), ('final', final))
         }
     moved = np.linalg.norm(final.positions - initial.positions, axis=1)
@@ -281,11 +282,11 @@ def run_neb(initial, final, calculator, settings: dict, via=None) -> tuple[list,
         image.calc = ImageCalculator(calculator)
     neb = NEB(images, k=cfg['spring_constant'], climb=False, method=cfg['method'])
     opt_class = _optimizer(cfg['optimizer'])
-    stage1 = opt_class(neb, logfile=None)
+    stage1 = opt_class(neb, logfile=logfile)
     stage1.run(fmax=4 * cfg['fmax'], steps=max(1, cfg['max_steps'] // 2))  # at most half the budget
     steps_left = max(1, cfg['max_steps'] - stage1.nsteps)
     neb.climb = bool(cfg['climb'])
-    stage2 = opt_class(neb, logfile=None)
+    stage2 = opt_class(neb, logfile=logfile)
     converged = bool(stage2.run(fmax=cfg['fmax'], steps=steps_left))
     neb_forces = neb.get_forces().reshape(len(images) - 2, -1, 3)
     energies = np.array([image.get_potential_energy() for image in images])
