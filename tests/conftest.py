@@ -55,15 +55,17 @@ def _caching_config_restored(aiida_profile, aiida_config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under NMCML_TEST_PROFILE=production only the tests marked `production` run (the rest ran on the embedded
-    profile already); tests marked `production_only` are skipped on the embedded profile, with the reason."""
+    """Under NMCML_TEST_PROFILE=production only the tests marked `production` (or `production_on_demand`: too long
+    for .ci/run's production pass, which does not select that marker, but runnable there by name) run; the rest ran
+    on the embedded profile already. Tests marked `production_only` are skipped on the embedded profile, with the
+    reason."""
     skip = pytest.mark.skip(reason='runs on the production profile: NMCML_TEST_PROFILE=production (.ci/run)')
     for item in items:
         if 'slurm' in item.keywords:
             # one SLURM node for the whole machine: under pytest-xdist (.ci/run: -n 2 --dist loadgroup) the cluster
             # tests run one after another in one worker, so their timing-based kills see no competing jobs
             item.add_marker(pytest.mark.xdist_group('slurm'))
-        if PRODUCTION and not {'production', 'production_only'} & set(item.keywords):
+        if PRODUCTION and not {'production', 'production_only', 'production_on_demand'} & set(item.keywords):
             item.add_marker(pytest.mark.skip(reason='NMCML_TEST_PROFILE=production runs only the `production` tests'))
         elif not PRODUCTION and 'production_only' in item.keywords:
             item.add_marker(skip)

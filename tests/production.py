@@ -38,9 +38,37 @@ def require_services() -> None:
     pytest.skip(message)
 
 
+def delete_task_queue(profile) -> None:
+    """Delete the profile's durable RabbitMQ task queue (``aiida-<uuid>.process.queue``), which would otherwise
+    outlive the temporary profile; a queue that is already gone is fine."""
+    import asyncio
+
+    import aio_pika
+    from aiida.brokers.rabbitmq.broker import RabbitmqBroker
+    from aiida.brokers.rabbitmq.utils import get_launch_queue_name
+
+    broker = RabbitmqBroker(profile)
+
+    async def delete():
+        connection = await aio_pika.connect(broker.get_url())
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(get_launch_queue_name(f'aiida-{profile.uuid}'))
+
+    asyncio.run(delete())
+
+
 @contextlib.contextmanager
 def production_profile(aiida_config, aiida_profile_factory, tmp_path_factory):
-    """A temporary profile on a fresh PostgreSQL database (dropped afterwards) and the RabbitMQ broker."""
+    """A temporary profile on a fresh PostgreSQL database (dropped afterwards) and the RabbitMQ broker.
+
+    The profile is *not* flagged as a test profile: for a test profile aiida-core (kiwipy's testing mode) makes the
+    task queue non-durable and deleted by RabbitMQ after 10 s without a consumer (``x-expires``), so a daemon
+    SIGKILLed and restarted more than 10 s later found the queue, and every task of the running work chains in it,
+    gone: the work chains stayed `Waiting` for ever (seen in the daemon-SIGKILL test at load ~10). A production
+    profile's task queue is durable and keeps the tasks while no worker runs, which is what the daemon tests must
+    exercise. The durable queue is deleted at the end.
+    """
     from aiida_nmcml.setup.profile import drop_postgres_database, ensure_postgres_database
 
     require_services()
@@ -64,6 +92,12 @@ def production_profile(aiida_config, aiida_profile_factory, tmp_path_factory):
             name=name,
         ) as profile:
             aiida_config.set_option('warnings.rabbitmq_version', False, scope=profile.name)
-            yield profile
+            profile.is_test_profile = False  # before anything talks to RabbitMQ: durable task queue (docstring)
+            aiida_config.update_profile(profile)
+            aiida_config.store()
+            try:
+                yield profile
+            finally:
+                delete_task_queue(profile)
     finally:
         drop_postgres_database(name)  # WITH (FORCE): closes what the session left connected
