@@ -12,12 +12,14 @@ import numpy as np
 from ..common.schema import Field, Section
 
 __all__ = (
+    'LATTICE_CHECK',
     'PARAMETERS',
     'RULE_ACCURATE',
     'RULE_DFT_BUDGET',
     'RULE_MAX_ITERATIONS',
     'RULE_TARGETS',
     'accuracy_rule',
+    'compare_lattice',
     'condition_key',
     'expected_ni_states',
     'li_content',
@@ -177,3 +179,67 @@ def targets_rule(summary: Mapping | None, targets: Mapping | None) -> tuple[bool
         checked[key] = {'value': value, 'target': target, 'met': value is not None and value <= target}
     met = bool(checked) and all(entry['met'] for entry in checked.values())
     return met, checked
+
+
+def _reference_check(reference) -> str | None:
+    """``reference``: structure key -> {a, c} in Å, both positive (the DFT values to compare with)."""
+    if not reference:
+        return 'give at least one structure key with its DFT {a, c}'
+    for key, entry in reference.items():
+        if not isinstance(entry, Mapping) or set(entry) != {'a', 'c'}:
+            return f'{key!r}: expected {{a: <Å>, c: <Å>}}, got {entry!r}'
+        for name in ('a', 'c'):
+            value = entry[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+                return f'{key}.{name}: {value!r} is not a positive length in Å'
+    return None
+
+
+#: ``lattice_check`` of ``nmcml.active_learning``: relax given cells with the final committee's member, compare a, c.
+LATTICE_CHECK = Section(
+    {
+        'reference': Field(dict, check=_reference_check, unit='Å',
+                           help='DFT a and c per lattice_structures key, e.g. {x1: {a: 2.87, c: 14.2}} (a DFT '
+                                'vc-relax of the same cell, or literature values)'),
+        'tolerance_percent': Field(float, default=1.0, min=0.0, min_exclusive=True, max=50.0, unit='%',
+                                   help='|model - DFT| / DFT allowed for a and for c (the issue: 1 %)'),
+        'fmax': Field(float, default=0.02, min=0.0, min_exclusive=True, unit='eV/Å',
+                      help='FIRE convergence on forces (and the cell filter\'s stress forces)'),
+        'max_steps': Field(int, default=300, min=1, max=100_000, help='FIRE steps per structure'),
+        'mode': Field(str, default='full', choices=('full', 'c'),
+                      help='relax every cell component, or only c (the layer stacking)'),
+        'member': Field(int, default=0, min=0, help='which committee member relaxes (sorted keys; 0: m0)'),
+    },
+    help='optional a(x), c(x) check after a model relaxation (default off: the input is absent)',
+)  # fmt: skip
+
+
+def compare_lattice(model: Mapping[str, Mapping], reference: Mapping[str, Mapping], tolerance_percent: float) -> dict:
+    """Model a and c against the DFT ``reference``, per structure key; ``within`` when both are inside the tolerance.
+
+    ``all_within`` is True only when every reference key has a model value within the tolerance and its relaxation
+    converged (a non-converged relaxation is not a model lattice parameter); keys without a model value are listed
+    in ``missing``.
+    """
+    per_structure, missing = {}, []
+    for key in sorted(reference):
+        if key not in model:
+            missing.append(key)
+            continue
+        entry = {'converged': bool(model[key].get('converged', True))}
+        if model[key].get('x_li') is not None:
+            entry['x_li'] = float(model[key]['x_li'])
+        within = entry['converged']
+        for name in ('a', 'c'):
+            value, ref = float(model[key][name]), float(reference[key][name])
+            error = 100.0 * (value - ref) / ref
+            entry.update({name: value, f'{name}_dft': ref, f'{name}_error_percent': error})
+            within = within and abs(error) <= tolerance_percent
+        entry['within'] = bool(within)
+        per_structure[key] = entry
+    return {
+        'tolerance_percent': float(tolerance_percent),
+        'per_structure': per_structure,
+        'missing': missing,
+        'all_within': bool(per_structure) and not missing and all(e['within'] for e in per_structure.values()),
+    }

@@ -279,6 +279,35 @@ def learning_curve(**metrics):
 
 
 @calcfunction
+def model_lattice_check(model, parameters, **structures):
+    """a and c of each structure after a relaxation with ``model`` (positions and cell), against the DFT reference.
+
+    Why a calcfunction: the relaxed lattice parameters are data derived from the model and the structures, so they
+    are linked to both. It runs the engine's relaxation (:func:`aiida_nmcml.engine.lattice.model_lattice_parameters`,
+    ASE FIRE on a cell filter) in the daemon, as the descriptors of the selection do: seconds to a minute per 80-atom
+    cell on a CPU with a small MACE; a large model or many cells belong in an engine calcjob (not written yet).
+    """
+    import tempfile
+
+    from mace.calculators import MACECalculator
+
+    from ..engine.lattice import model_lattice_parameters
+    from ..structures import from_structure_data
+
+    settings = rules.LATTICE_CHECK.with_defaults(parameters.get_dict())
+    atoms = {key: from_structure_data(node) for key, node in structures.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        calculator = MACECalculator(model_paths=str(model.copy_to(tmp)), device='cpu', default_dtype='float64')
+        values = model_lattice_parameters(
+            calculator, atoms, fmax=settings['fmax'], steps=settings['max_steps'], mode=settings['mode']
+        )
+    result = rules.compare_lattice(values, settings['reference'], settings['tolerance_percent'])
+    result['model'] = values
+    result['settings'] = {k: settings[k] for k in ('fmax', 'max_steps', 'mode', 'member')}
+    return orm.Dict(result)
+
+
+@calcfunction
 def convergence_record(info):
     """The rule that ended the loop, the last iteration, the DFT count (a copy: data made in a calcfunction)."""
     return orm.Dict(info.get_dict())
@@ -341,6 +370,24 @@ def validate_inputs(inputs, _):
         return "retrain_from 'foundation' needs the foundation_model input"
     if parameters['held_out_per_condition'] == 0 and 'held_out_set' not in inputs:
         return 'no held_out_set and held_out_per_condition is 0: the loop would have no held-out set'
+    return validate_lattice_check(inputs)
+
+
+def validate_lattice_check(inputs) -> str | None:
+    """lattice_check and lattice_structures come together, with the same keys; the member exists."""
+    check, structures = inputs.get('lattice_check'), dict(inputs.get('lattice_structures', {}) or {})
+    if check is None and structures:
+        return 'lattice_structures without lattice_check: give the DFT reference to compare with'
+    if check is None:
+        return None
+    settings = rules.LATTICE_CHECK.with_defaults(check.get_dict())
+    if set(settings['reference']) != set(structures):
+        return (
+            f'lattice_check.reference keys {sorted(settings["reference"])} differ from the lattice_structures keys '
+            f'{sorted(structures)}'
+        )
+    if settings['member'] >= len(inputs.get('committee', {}) or {}):
+        return f'lattice_check.member {settings["member"]} is not a member of the committee'
     return None
 
 
@@ -387,6 +434,16 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         spec.input(
             'group_label', valid_type=orm.Str, required=False, serializer=to_aiida_type,
             help='Campaign name C: each iteration\'s nodes go to the group C/active_learning/iter_NN.',
+        )  # fmt: skip
+        spec.input(
+            'lattice_check', valid_type=orm.Dict, required=False, serializer=to_aiida_type,
+            validator=port_validator(rules.LATTICE_CHECK, 'lattice_check'),
+            help='Optional a(x), c(x) check at the end: the lattice_structures are relaxed with the final '
+            "committee's member and a, c compared with the DFT reference (docs/active_learning.md).",
+        )  # fmt: skip
+        spec.input_namespace(
+            'lattice_structures', valid_type=orm.StructureData, dynamic=True, required=False,
+            help='Layered cells (ab in the layer plane) for lattice_check, by the keys of its reference.',
         )  # fmt: skip
         spec.input_namespace(
             'previous_iterations', valid_type=orm.Dict, dynamic=True, required=False,
@@ -436,6 +493,11 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             'iteration_metrics', valid_type=orm.Dict, dynamic=True,
             help='iter_NN: counts per condition, selected frames, labels and spin mismatches, DFT count, committee '
             'metrics, calibration, held-out errors. Attached as each iteration ends (a killed run keeps them).',
+        )  # fmt: skip
+        spec.output(
+            'lattice_check', valid_type=orm.Dict, required=False,
+            help='With the lattice_check input: per structure the model a, c after relaxation, the DFT values, the '
+            'errors in %, within tolerance; all_within.',
         )  # fmt: skip
         spec.output(
             'convergence', valid_type=orm.Dict,
@@ -913,6 +975,28 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         for key in ('label', 'label_held_out', 'finetune', 'evaluation', 'evaluation_initial'):
             self.ctx.pop(key, None)
 
+    def check_lattice(self):
+        """a, c of the lattice_structures relaxed with the final committee's member, against DFT (output, report)."""
+        settings = rules.LATTICE_CHECK.with_defaults(self.inputs.lattice_check.get_dict())
+        key = sorted(self.ctx.committee)[settings['member']]
+        record = model_lattice_check(
+            self.ctx.committee[key], self.inputs.lattice_check, **self.inputs.lattice_structures,
+            metadata={'call_link_label': 'lattice_check'},
+        )  # fmt: skip
+        self.out('lattice_check', record)
+        result = record.get_dict()
+        for name, entry in result['per_structure'].items():
+            x = f' (x = {entry["x_li"]:.3g})' if 'x_li' in entry else ''
+            self.report(
+                f'lattice {name}{x}, member {key}: a {entry["a"]:.4f} Å (DFT {entry["a_dft"]:.4f}, '
+                f'{entry["a_error_percent"]:+.2f} %), c {entry["c"]:.4f} Å (DFT {entry["c_dft"]:.4f}, '
+                f'{entry["c_error_percent"]:+.2f} %){"" if entry["converged"] else ", relaxation not converged"}'
+            )
+        self.report(
+            f'lattice check: {"all" if result["all_within"] else "not all"} within '
+            f'{result["tolerance_percent"]:g} % of DFT'
+        )
+
     def results(self):
         for key, model in sorted(self.ctx.committee.items()):
             self.out(f'committee.{key}', model)
@@ -924,6 +1008,8 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             self.out('calibration', self.ctx.calibration)
         if self.ctx.metrics:
             self.out('learning_curve', learning_curve(**self.ctx.metrics))
+        if 'lattice_check' in self.inputs:
+            self.check_lattice()
         rule, label, message = self.ctx.stop or ('unknown', None, '')
         info = {'rule': rule, 'iteration': self.ctx.iteration, 'message': message, 'n_dft_labels': self.ctx.n_dft}
         self.out('convergence', convergence_record(orm.Dict(info), metadata={'call_link_label': 'convergence'}))

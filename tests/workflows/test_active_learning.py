@@ -16,6 +16,7 @@ from aiida_nmcml.workflows.active_learning import (
     ActiveLearningWorkChain,
     check_new_labels,
     exploration_structures,
+    model_lattice_check,
     select_explored_frames,
 )
 
@@ -66,6 +67,53 @@ def test_parameters_schema_names_the_closest_key():
     assert rules.PARAMETERS.errors({'temperatures_K': [-5.0]})
     assert rules.PARAMETERS.errors({'targets': {'force_rmse': 1.0}})
     assert not rules.PARAMETERS.errors({'targets': None, 'retrain_from': 'previous'})
+
+
+def test_compare_lattice_and_its_schema():
+    reference = {'x1': {'a': 2.87, 'c': 14.2}, 'x05': {'a': 2.82, 'c': 14.45}}
+    model = {
+        'x1': {'a': 2.87 * 1.009, 'c': 14.2 * 0.995, 'converged': True, 'x_li': 1.0},
+        'x05': {'a': 2.82, 'c': 14.45 * 1.012, 'converged': True},  # c 1.2 % off
+    }
+    result = rules.compare_lattice(model, reference, 1.0)
+    assert result['per_structure']['x1']['within'] and not result['per_structure']['x05']['within']
+    assert result['per_structure']['x05']['c_error_percent'] == pytest.approx(1.2)
+    assert result['per_structure']['x1']['a_error_percent'] == pytest.approx(0.9)
+    assert not result['all_within'] and result['missing'] == []
+    assert rules.compare_lattice(model, reference, 1.5)['all_within']
+    unconverged = {**model, 'x1': {**model['x1'], 'converged': False}}
+    assert not rules.compare_lattice(unconverged, reference, 1.5)['per_structure']['x1']['within']
+    missing = rules.compare_lattice({'x1': model['x1']}, reference, 1.5)
+    assert missing['missing'] == ['x05'] and not missing['all_within']
+    # the schema: the reference is required, lengths positive, unknown keys refused
+    assert not rules.LATTICE_CHECK.errors({'reference': reference})
+    assert rules.LATTICE_CHECK.errors({})
+    assert rules.LATTICE_CHECK.errors({'reference': {'x1': {'a': -2.87, 'c': 14.2}}})
+    assert rules.LATTICE_CHECK.errors({'reference': {'x1': {'a': 2.87}}})
+    assert "did you mean 'tolerance_percent'" in rules.LATTICE_CHECK.errors({'reference': reference,
+                                                                             'tolerance': 1.0})[0]  # fmt: skip
+
+
+def test_model_lattice_check_relaxes_and_compares(aiida_profile, tiny_foundation_model):
+    """The calcfunction relaxes with the model, records a/c against the reference, and links both."""
+    from aiida_nmcml.data.model import MaceModel
+    from aiida_nmcml.structures import layered_parent, to_structure_data
+
+    model = MaceModel.get_or_create(tiny_foundation_model)
+    structure = to_structure_data(layered_parent(primitive=False))  # 12 atoms, a = 2.87, c = 14.2 Å
+    # a few FIRE steps only (cheap): the record says whether it converged, and 'within' requires it
+    check = orm.Dict({'reference': {'x1': {'a': 2.87, 'c': 14.2}}, 'fmax': 0.03, 'max_steps': 12})
+    record = model_lattice_check(model, check, x1=structure)
+    result = record.get_dict()
+    entry = result['per_structure']['x1']
+    assert entry['x_li'] == 1.0 and result['model']['x1']['layers'] == 3  # the hexagonal cell: three slabs
+    assert entry['a'] != pytest.approx(2.87, rel=1e-3)  # relaxed by the (toy) model, not the start
+    assert entry['a_error_percent'] == pytest.approx(100 * (entry['a'] - 2.87) / 2.87)
+    within = entry['converged'] and abs(entry['a_error_percent']) <= 1 and abs(entry['c_error_percent']) <= 1
+    assert entry['within'] == within and result['all_within'] == within
+    assert result['settings'] == {'fmax': 0.03, 'max_steps': 12, 'mode': 'full', 'member': 0}
+    linked = {n.pk for n in record.creator.base.links.get_incoming().all_nodes()}
+    assert {model.pk, structure.pk, check.pk} <= linked
 
 
 # ------------------------------------------------------------------------------------------------ calcfunctions
@@ -235,6 +283,15 @@ def test_inputs_refused_before_submission(nmcml_codes, tiny_foundation_model):
 
     assert 'at least two models' in refused(build([model]))
     assert 'no calibration' in refused(build([model, model], trust_lower=None))
+    builder = build([model, model])
+    builder.lattice_structures = {'x1': to_structure_data(build_nmc(40, seed=0))}
+    assert 'without lattice_check' in refused(builder)
+    builder.lattice_check = {'reference': {'x05': {'a': 2.82, 'c': 14.45}}}
+    assert 'differ from the lattice_structures keys' in refused(builder)
+    builder.lattice_check = {'reference': {'x1': {'a': 2.87, 'c': 14.2}}, 'member': 2}
+    assert 'not a member of the committee' in refused(builder)
+    with pytest.raises(ValueError, match="did you mean 'tolerance_percent'"):  # its schema, at build time
+        builder.lattice_check = {'reference': {'x1': {'a': 2.87, 'c': 14.2}}, 'tolerance': 2.0}
     with pytest.raises(ValueError, match="did you mean 'max_iterations'"):  # the port validator, at build time
         build([model, model], max_iteration=3)
 
