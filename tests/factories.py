@@ -45,6 +45,7 @@ def make_calc_job_node(
     parse: bool = False,
     caller=None,
     call_link_label: str = 'CALL',
+    options: dict | None = None,
 ):
     """A stored ``CalcJobNode`` of ``entry_point`` (e.g. ``'nmcml.md'``) with ``retrieved`` and ``remote_folder``.
 
@@ -53,6 +54,7 @@ def make_calc_job_node(
     :param inputs: input nodes linked to the node (nested dicts become ``a__b`` link labels); stored if needed.
     :param exit_status: makes the node a *finished* process with that status (for handler tests).
     :param caller: an unsealed WorkflowNode that called this job (``call_link_label``), as a work chain would.
+    :param options: more ``metadata.options`` (e.g. pw.x's ``output_filename``, which its parser reads).
     :param parse: run the entry point's parser on ``retrieved`` and attach its outputs to the node, as the engine
         would; without ``exit_status`` the parser's exit status is used. A mock child with real parsed outputs.
     """
@@ -63,6 +65,8 @@ def make_calc_job_node(
     node = orm.CalcJobNode(computer=computer, process_type=f'aiida.calculations:{entry_point}')
     node.set_option('resources', {'num_machines': 1, 'num_mpiprocs_per_machine': 1})
     node.set_option('max_wallclock_seconds', 1800)
+    for key, value in (options or {}).items():
+        node.set_option(key, value)
     for label, value in _flatten(inputs or {}):
         if not value.is_stored:
             value.store()

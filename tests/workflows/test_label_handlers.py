@@ -143,3 +143,44 @@ def test_search_keeps_the_label_checks_without_structures(label_builder):
     settings['qe']['kpoint_distance'] = 0.15
     message = port.validate({**values, 'settings': orm.Dict(settings)})
     assert message is not None and "did you mean 'kpoints_distance'" in str(message)
+
+
+def test_truncated_pw_output_stops_the_frame_without_a_restart(nmcml_codes, label_builder, generate_calc_job_node):
+    """A pw.x killed in its SCF (by a node failure or a kill the scheduler did not report): the retrieved stdout is a
+    real 8-atom DFT+U output cut after SCF iteration 2, no ``JOB DONE`` and no XML. aiida-quantumespresso's parser
+    calls it a failure of both output files (305), and the frame's PwBaseWorkChain stops with aiida-core's
+    unhandled failure (402), without a restart; the label work chain then lists the frame in ``failures`` (shown for a
+    failed child in the test above and with real pw.x in test_label_qe.py)."""
+    from aiida.engine.utils import instantiate_process
+    from aiida.manage import get_manager
+    from aiida.plugins import CalculationFactory
+    from ase.io import read
+    from factories import FIXTURES
+
+    from aiida_nmcml.dft.adapter import get_adapter
+
+    pw_exit = CalculationFactory('quantumespresso.pw').exit_codes
+    builder = label_builder()
+    inputs = get_adapter(builder.settings.get_dict(), 'qe').builder(builder.code, builder.structures['linio2'])
+    process = instantiate_process(get_manager().get_runner(), NmcmlPwBaseWorkChain, **inputs)
+    process.setup()
+    parameters = {
+        'CONTROL': {'calculation': 'scf'},
+        'SYSTEM': {'ecutwfc': 30.0, 'lda_plus_u': True, 'hubbard_u': {'Ni': 6.2}},
+    }
+    # the job's own input file, next to its recorded outputs: the structure the parser checks the output against
+    atoms = read(FIXTURES / 'quantumespresso.pw' / 'killed_in_scf.in', format='espresso-in')
+    child = generate_calc_job_node(
+        'quantumespresso.pw',
+        case='killed_in_scf',
+        inputs={'parameters': orm.Dict(parameters), 'structure': orm.StructureData(ase=atoms)},
+        options={'output_filename': 'aiida.out'},
+        parse=True,
+    )
+    assert child.exit_status == pw_exit.ERROR_OUTPUT_FILES.status, (child.exit_status, child.exit_message)
+    process.ctx.iteration = 1
+    process.ctx.children = [child]
+    result = process.inspect_process()
+    # no handler of aiida-quantumespresso or ours matches: aiida-core's unhandled failure (402), no restart
+    assert result.status == NmcmlPwBaseWorkChain.exit_codes.ERROR_UNHANDLED_FAILURE.status
+    assert process.ctx.iteration == 1 and not process.ctx.unhandled_failure  # nothing resubmitted
