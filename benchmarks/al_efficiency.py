@@ -36,10 +36,10 @@ left out). Goal of the issue: active learning needs at most half the labels of r
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/al_efficiency.py [--seeds 3] [--iterations 3] [--batch 4]
 [--members 3] [--natoms 40] [--epochs 6] [--workers 3] [--dtype float64] [--output al.json]``. The run of
-docs/benchmarks_al.md (2-core shared machine, one process): ``--seeds 2 --members 2 --iterations 5 --batch 4
---epochs 10 --dtype float32 --workers 1``. A bigger run: ``--natoms 80
---iterations 8 --batch 8 --members 4 --pool-steps 400 --epochs 30 --foundation distilled.model``. Prints one JSON
-document.
+docs/benchmarks_al.md (2-core shared machine, one process, 24 min wall at load 10-18): ``--seeds 2 --members 2
+--iterations 3 --batch 4 --epochs 6 --pool-steps 60 --heldout-per-condition 2 --dtype float32 --workers 1``. A bigger
+run: ``--natoms 80 --iterations 8 --batch 8 --members 4 --pool-steps 400 --epochs 30 --foundation distilled.model``.
+Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -286,6 +286,7 @@ def seed_worker(seed, args, foundation, heldout, parameters, root) -> dict:
     record['labels_computed'] = len(oracle.cache)
     record['oracle_seconds'] = round(oracle.seconds, 1)
     record['seconds_by_part'] = {k: round(v, 1) for k, v in TIMES.items()}
+    record['cpu_seconds_process_so_far'] = round(time.process_time(), 1)  # wall / CPU: the share of a core it got
     return record
 
 
@@ -480,7 +481,11 @@ def main(argv=None) -> dict:
                 ]
                 records = [future.result() for future in futures]
         else:
-            records = [seed_worker(seed, args, foundation, heldout, parameters, root) for seed in range(args.seeds)]
+            records = []
+            for seed in range(args.seeds):  # each finished seed is written at once: a run cut short keeps it
+                records.append(seed_worker(seed, args, foundation, heldout, parameters, root))
+                if args.output:
+                    pathlib.Path(args.output + '.partial').write_text(json.dumps(records, indent=1))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     report = {
@@ -494,6 +499,7 @@ def main(argv=None) -> dict:
         'seeds': records,
         'labels_computed': len(oracle.cache) + sum(r['labels_computed'] for r in records),
         'wall_seconds': round(time.perf_counter() - wall, 1),
+        'cpu_seconds': round(time.process_time(), 1),
         'load_average_start': load_start,
         'load_average_end': os.getloadavg(),
     }
