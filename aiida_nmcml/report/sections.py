@@ -131,7 +131,7 @@ def evaluation_name(campaign: Campaign, process: orm.CalcJobNode) -> str:
         parts.append(f'zero-shot {universal}')
     parts.append(campaign.describe(process))
     if frames is not None:
-        parts.append(f'on {frames.num_frames} frames (TrainingSet <{frames.pk}>)')
+        parts.append(f'on {frames.num_frames} frame{"" if frames.num_frames == 1 else "s"} (TrainingSet <{frames.pk}>)')
     return ', '.join(parts)
 
 
@@ -154,7 +154,7 @@ def parity_section(campaign: Campaign, drawer: Drawer) -> Section:
                 'energy',
                 'ref_energy',
                 'energy',
-                'E per atom (eV)',
+                'E per atom − ⟨E_DFT⟩ (meV)',
                 lambda a, n=natoms: a / n,
                 'energy_rmse_meV_per_atom',
                 'meV/atom',
@@ -188,7 +188,12 @@ def parity_section(campaign: Campaign, drawer: Drawer) -> Section:
             if not ok.any() or (title == 'energy' and summary.get(metric) is None):
                 ax.text(0.5, 0.5, 'no labels', ha='center', transform=ax.transAxes)
                 continue
-            ax.plot(ref[ok], pred[ok], '.', ms=3, alpha=0.6, color=COLOURS[0])
+            if title == 'energy':
+                # relative to the mean DFT energy, in meV: absolute energies (~ -600 eV/atom) gave offset tick labels
+                # that overlapped and pushed the axis label out of the figure; the model's offset stays visible
+                shift = float(ref[ok].mean())
+                ref, pred = 1000 * (ref - shift), 1000 * (pred - shift)
+            ax.plot(ref[ok], pred[ok], 'o', ms=3, alpha=0.7, color=COLOURS[0], zorder=3)
             lo, hi = float(min(ref[ok].min(), pred[ok].min())), float(max(ref[ok].max(), pred[ok].max()))
             pad = 0.05 * (hi - lo or 1.0)
             ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], 'k--', lw=0.8)
@@ -196,7 +201,16 @@ def parity_section(campaign: Campaign, drawer: Drawer) -> Section:
             ax.set_ylabel(f'model {label}')
             value = summary.get(metric)
             if value is not None:
-                ax.text(0.04, 0.92, f'RMSE {value:.3g} {unit}', transform=ax.transAxes, fontsize=9)
+                ax.text(  # lower right, under the points: off the diagonal where the points lie
+                    0.96,
+                    0.04,
+                    f'RMSE {value:.3g} {unit}',
+                    transform=ax.transAxes,
+                    fontsize=9,
+                    ha='right',
+                    zorder=2,
+                    bbox={'facecolor': 'white', 'alpha': 0.6, 'edgecolor': 'none'},
+                )
         name = evaluation_name(campaign, process)
         section.figures.append(drawer.save(fig, f'parity_{process.pk}', f'Parity, {name}.'))
         rows.append(
@@ -413,7 +427,8 @@ def ga_section(campaign: Campaign, drawer: Drawer) -> Section:
         ax.plot(
             history.get_array('evaluations'),
             1000 * (best - best.min()) / n_fu + 1e-2,
-            '-',
+            '-o',  # markers: a GA that evaluated every ordering at once has a one-point history, a line shows nothing
+            ms=3,
             color=COLOURS[i % len(COLOURS)],
             label=f'x = {x:.3g}',
         )
