@@ -1,0 +1,119 @@
+"""``nmcml.active_learning`` on the daemon, the daemon SIGKILLed mid-iteration and restarted: the loop completes and
+no DFT calculation is repeated (issue 11's third test).
+
+Real MD (engine), real pw.x (``plumbing``: Gamma point, 30 Ry), real MACE fine-tuning, as in
+tests/workflows/test_active_learning_daemon.py, one iteration. The daemon (circus arbiter first, then its workers) is
+SIGKILLed as soon as the iteration's first pw.x calculation has finished while the loop is still running, i.e. with
+labelling, retraining and evaluation still to come: a crashed login node. After a restart the work chain continues
+from its last checkpoint. Checked: it finishes with the iteration budget's 760 and every output; the number of pw.x
+calculations equals the number of DFT labels the loop counted (selected + held-out), none came from the cache and each
+structure was computed once; the calculations finished before the kill are among them. The run also gives the
+optional lattice check an end-to-end pass (one 12-atom cell relaxed with the final committee's member).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import numpy as np
+import pytest
+from aiida import orm
+
+from aiida_nmcml.data.model import MaceModel
+from aiida_nmcml.workflows.active_learning import ActiveLearningWorkChain
+
+PW = 'aiida.calculations:quantumespresso.pw'
+
+# `extended`: on demand, not in .ci/run (several minutes of pw.x, training and daemon restarts). Run: pytest -m extended
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
+
+
+def kill_daemon_hard(client) -> list[int]:
+    """SIGKILL the daemon's circus arbiter first (no respawn), then every worker (as tests/hpc/test_slurm.py)."""
+    import psutil
+
+    pid = client.get_daemon_pid()
+    assert pid, 'daemon not running'
+    arbiter = psutil.Process(pid)
+    procs = [arbiter, *arbiter.children(recursive=True)]
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+    return [p.pid for p in procs]
+
+
+def _pw_calcs(node) -> list:
+    return sorted((n for n in node.called_descendants if n.process_type == PW), key=lambda n: n.ctime)
+
+
+def test_daemon_killed_mid_iteration_repeats_no_dft(nmcml_codes, tiny_foundation_model, started_daemon_client):
+    from aiida.engine import submit
+
+    from aiida_nmcml.structures import build_nmc, layered_parent, to_structure_data
+    from aiida_nmcml.testing import toymodel
+
+    committee = [MaceModel.get_or_create(tiny_foundation_model), MaceModel.get_or_create(toymodel.cached_tiny_mace(2))]
+    cell = to_structure_data(build_nmc([2, 1, 1], x_li=1.0, composition={'Ni': 1.0}, seed=0))  # 8 atoms, Ni3+
+    overrides = {
+        'parameters': {'max_iterations': 1, 'max_selected': 2, 'held_out_per_condition': 1, 'min_step_gap': 10},
+        'md': {'parameters': {'steps': 50, 'trajectory_stride': 10}},
+        'label': {'qe': {'pseudo_family': nmcml_codes['pseudo_family']}},
+        'finetune': {'train': {'parameters': {'max_num_epochs': 1}}},
+    }
+    builder = ActiveLearningWorkChain.get_builder_from_protocol(
+        engine_code=nmcml_codes['engine'], dft_code=nmcml_codes['pw'], train_code=nmcml_codes['mace_train'],
+        committee=committee, structures={'linio2': cell}, foundation_model=committee[0], protocol='demo',
+        overrides=overrides,
+    )  # fmt: skip
+    builder.lattice_structures = {'x1': to_structure_data(layered_parent(primitive=False))}
+    builder.lattice_check = {'reference': {'x1': {'a': 2.87, 'c': 14.2}}, 'fmax': 0.03, 'max_steps': 100}
+    node = submit(builder)
+
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        if any(c.is_finished_ok for c in _pw_calcs(node)):
+            break
+        assert not node.is_terminated, (node.exit_status, node.exit_message, 'ended before any pw.x finished')
+        time.sleep(0.5)
+    else:
+        pytest.fail('no pw.x calculation finished within 30 min')
+    assert not node.is_terminated, 'the loop ended before the kill'
+    finished_before = {c.uuid for c in _pw_calcs(node) if c.is_finished_ok}
+    submitted_before = {c.uuid for c in _pw_calcs(node)}
+
+    import psutil
+
+    killed = kill_daemon_hard(started_daemon_client)
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != 'zombie' for pid in killed)
+    started_daemon_client.start_daemon()  # removes the stale pid file the SIGKILLed arbiter left behind
+    assert started_daemon_client.get_daemon_pid() not in killed
+
+    deadline = time.monotonic() + 3600
+    while not node.is_terminated:
+        assert time.monotonic() < deadline, 'the loop did not finish within 60 min of the restart'
+        time.sleep(2)
+    assert node.exit_status == 760, (node.exit_status, node.exit_message)  # the iteration budget: the loop completed
+    convergence = node.outputs.convergence.get_dict()
+    assert convergence['rule'] == 'max_iterations' and convergence['iteration'] == 1
+    metrics = node.outputs.iteration_metrics['iter_01'].get_dict()
+    assert metrics['n_dft_labels'] == 3  # 2 selected + 1 held-out
+
+    pws = _pw_calcs(node)
+    # no DFT calculation repeated: one pw.x per DFT label, none taken from the cache, each structure once
+    assert len(pws) == convergence['n_dft_labels'] == 3, [(c.pk, c.exit_status) for c in pws]
+    assert all(c.is_finished_ok for c in pws)
+    assert not [c.pk for c in pws if c.base.caching.get_cache_source()]
+    positions = [np.round(c.inputs.structure.get_ase().positions, 5).tobytes() for c in pws]
+    assert len(set(positions)) == len(pws)
+    assert finished_before <= {c.uuid for c in pws} and submitted_before <= {c.uuid for c in pws}
+    assert node.outputs.training_set.num_frames == 2 and node.outputs.held_out_set.num_frames == 1
+
+    # the optional lattice check ran on the final committee and is recorded
+    lattice = node.outputs.lattice_check.get_dict()
+    assert set(lattice['per_structure']) == {'x1'} and lattice['model']['x1']['layers'] == 3
+    reports = [entry.message for entry in orm.Log.collection.get_logs_for(node)]
+    assert any('lattice check:' in message for message in reports)  # report() prefixes '[pk|class|step]: '
