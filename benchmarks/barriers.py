@@ -18,6 +18,8 @@ MACE-MP-0 on the same paths 0.363 / 0.262 eV (Bheemaguli, Xiao, Sai Gautam 2026)
 numbers go to docs/barriers.md.
 
 Run: ``PYTHONPATH=. python benchmarks/barriers.py [--device cuda] [--models best chgnet PATH] [--hops odh tsh]``.
+On a loaded CPU (what docs/barriers.md reports): ``--device cpu --hops odh --images 1 --endpoint-fmax 0.05
+--cell-repeats 2 2 1 --log`` (one climbing image, end points cut from a host relaxed in the small cell and tiled).
 Prints one JSON report and a markdown table (model, hop, barrier, literature, difference, convergence, wall time).
 """
 
