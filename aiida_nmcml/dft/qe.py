@@ -7,6 +7,11 @@ plain-DFT label among DFT+U labels. Nothing in the inputs can fix that (this pac
 SYSTEM namelist that old and new pw.x honour; a code that ignores it needs another build), so the handler refuses
 the result with its own exit code, ``ERROR_HUBBARD_U_NOT_APPLIED``, and ``nmcml.label`` lists the frame in
 ``failures`` with that status.
+
+It also adds the remedy aiida-quantumespresso leaves out for an SCF killed by the *scheduler* (120): pw.x's own
+``max_seconds`` stop (95 % of the walltime, handled upstream as 400) only acts between SCF iterations, so a start-up
+or one iteration longer than the last 5 % of the job is killed by SLURM first. Nothing restartable is written then,
+so the remedy is the same calculation with twice the walltime and ``max_seconds`` following it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 from functools import cached_property
 
 from aiida.engine import ExitCode, ProcessHandlerReport, process_handler
+from aiida_quantumespresso.calculations.pw import PwCalculation
+from aiida_quantumespresso.common.types import RestartType
 from aiida_quantumespresso.workflows.pw.base import PwBaseWorkChain
 
 from ..common import exit_codes
@@ -39,6 +46,30 @@ class NmcmlPwBaseWorkChain(PwBaseWorkChain):
             return None
         self.report(f'{calculation.process_label}<{calculation.pk}> finished, but its label is REJECTED: {message}')
         return ProcessHandlerReport(True, self.exit_codes.ERROR_HUBBARD_U_NOT_APPLIED.format(message=message))
+
+    walltime_factor = 2.0  # each scheduler kill doubles the walltime; max_iterations bounds the number of doublings
+
+    @process_handler(priority=570, exit_codes=[PwCalculation.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME])
+    def handle_scheduler_out_of_walltime(self, calculation):
+        """Killed by the scheduler before pw.x's own ``max_seconds`` stop: rerun from scratch with twice the walltime.
+
+        From scratch because a killed pw.x leaves no consistent restart files (the clean stop, 400, is restarted in
+        full by aiida-quantumespresso's handler). ``max_seconds`` is set again: the parent sets it only once.
+        """
+        options = self.ctx.inputs.metadata.options
+        old = options.get('max_wallclock_seconds')
+        if old is None:  # no walltime requested: the kill came from a partition default we cannot see; stop
+            return None
+        new = round(old * self.walltime_factor)
+        options['max_wallclock_seconds'] = new
+        self.ctx.inputs.parameters.setdefault('CONTROL', {})['max_seconds'] = (
+            new * self.defaults.delta_factor_max_seconds
+        )
+        self.set_restart_type(RestartType.FROM_SCRATCH)
+        self.report_error_handled(
+            calculation, f'killed by the scheduler at its walltime: rerunning from scratch with {old} s -> {new} s'
+        )
+        return ProcessHandlerReport(True)
 
 
 class QeAdapter(DftAdapter):

@@ -184,3 +184,36 @@ def test_truncated_pw_output_stops_the_frame_without_a_restart(nmcml_codes, labe
     # no handler of aiida-quantumespresso or ours matches: aiida-core's unhandled failure (402), no restart
     assert result.status == NmcmlPwBaseWorkChain.exit_codes.ERROR_UNHANDLED_FAILURE.status
     assert process.ctx.iteration == 1 and not process.ctx.unhandled_failure  # nothing resubmitted
+
+
+def test_scheduler_walltime_kill_reruns_with_twice_the_walltime(nmcml_codes, label_builder, attach_failed_child,
+                                                                generate_calc_job_node):  # fmt: skip
+    """A pw.x SCF killed by SLURM at its walltime (120, before pw.x's own ``max_seconds`` stop): the frame's
+    NmcmlPwBaseWorkChain reruns it from scratch with twice the walltime and ``max_seconds`` at 95 % of the new one;
+    without our handler aiida-quantumespresso has none for 120 and the frame would end with 402 after one blind
+    retry. A mock child (a real walltime kill of pw.x is not cheap; the SLURM stderr verdict itself is tested with
+    recorded stderr in tests/parsers/test_scheduler_verdict.py)."""
+    from aiida.engine.utils import instantiate_process
+    from aiida.manage import get_manager
+    from aiida.plugins import CalculationFactory
+
+    from aiida_nmcml.dft.adapter import get_adapter
+
+    walltime = CalculationFactory('quantumespresso.pw').exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME
+    builder = label_builder()
+    inputs = get_adapter(builder.settings.get_dict(), 'qe').builder(builder.code, builder.structures['linio2'])
+    inputs['pw']['metadata']['options']['max_wallclock_seconds'] = 600
+    process = instantiate_process(get_manager().get_runner(), NmcmlPwBaseWorkChain, **inputs)
+    process.setup()
+    process.prepare_process()  # the parent sets max_seconds once, from the first walltime
+    assert process.ctx.inputs.parameters['CONTROL']['max_seconds'] == pytest.approx(570.0)
+    child = generate_calc_job_node('quantumespresso.pw', exit_status=walltime.status)
+    attach_failed_child(process, child)
+    process.ctx.inputs.parent_folder = child.outputs.remote_folder  # as if it had been a restart
+
+    assert process.inspect_process().status == 0  # handled: the loop goes on
+    assert not process.ctx.unhandled_failure
+    assert process.ctx.inputs.metadata.options['max_wallclock_seconds'] == 1200
+    assert process.ctx.inputs.parameters['CONTROL']['max_seconds'] == pytest.approx(1140.0)
+    assert process.ctx.inputs.parameters['CONTROL']['restart_mode'] == 'from_scratch'
+    assert 'parent_folder' not in process.ctx.inputs
