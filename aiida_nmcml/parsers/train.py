@@ -125,6 +125,8 @@ class MaceTrainParser(Parser):
             metrics['valid'] = {**table['valid'], **metrics['valid']}
         if curve:
             self.out('learning_curve', self._curve_array(curve))
+        if 'parent_folder' in self.node.inputs:
+            metrics['restart'] = self._restart_record(stdout, curve)
         if 'e0s' in self.node.inputs:
             # what the model's energy reference rests on, next to its errors (rank deficiency, absent elements)
             e0s = self.node.inputs.e0s.get_dict()
@@ -161,6 +163,26 @@ class MaceTrainParser(Parser):
             self.out('compiled_model', orm.SinglefileData(content, filename=compiled))
         self.out('metrics', orm.Dict(self._clean(metrics)))
         return None
+
+    def _restart_record(self, stdout: str, curve: list[dict]) -> dict:
+        """Which checkpoint a continued training loaded, and from which epoch it went on.
+
+        Why: AiiDA skips a parent ``checkpoints/`` that is gone (a purged scratch) with only a warning, and mace's
+        ``restart_latest`` then starts from epoch 0 without complaint: a model that is still valid, but a restart that
+        redid the work. The metrics say so, and the job's log warns.
+        """
+        before_training = stdout.split('Started training', 1)[0]  # after training mace loads its best checkpoint too
+        found = re.search(r'Loading checkpoint: (\S+)', before_training)
+        record = {
+            'checkpoint': found.group(1) if found else None,
+            'start_epoch': curve[0].get('epoch') if curve else None,
+        }
+        if found is None:
+            self.logger.warning(
+                'restart from parent_folder requested but mace found no checkpoint there (scratch purged?): '
+                'this job trained from epoch 0'
+            )
+        return record
 
     @staticmethod
     def _fitted_head(evals: list[dict]) -> str:

@@ -313,6 +313,8 @@ def test_md_and_training_killed_by_slurm_walltime_are_continued(
     curves = [c.outputs.learning_curve.get_array('epoch') for c in sorted(train.called, key=lambda n: n.ctime)]
     assert curves[0][0] == 0 and curves[0][-1] <= curves[1][0] <= curves[0][-1] + 1, (curves, timing)
     assert curves[1][-1] == epochs - 1, (curves, timing)
+    continued = sorted(train.called, key=lambda n: n.ctime)[1]
+    assert continued.outputs.metrics['restart']['checkpoint'], continued.outputs.metrics['restart']  # mace loaded it
     assert train.outputs.model.base.repository.list_object_names()
 
 

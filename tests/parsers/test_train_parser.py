@@ -161,3 +161,23 @@ def test_scheduler_walltime_wins_over_a_generic_failure(aiida_localhost):
     node.set_exit_message('out of walltime')
     _, calcfunction = parse(node)
     assert calcfunction.exit_status == 120
+
+
+@pytest.mark.parametrize('loaded', [True, False])
+def test_a_continued_training_says_which_checkpoint_it_loaded(loaded, aiida_localhost, tiny_foundation_model):
+    """A job with ``parent_folder`` (a walltime continuation): the metrics record the checkpoint mace loaded, or
+    None when the parent's ``checkpoints/`` was gone (AiiDA skips the copy with a warning; mace starts at epoch 0)."""
+    files = recorded('multihead_ok')
+    files['nmcml.model'] = tiny_foundation_model.read_bytes()
+    if loaded:  # the line mace's CheckpointHandler logs when restart_latest finds one, before training starts
+        line = b'2026-11-25 22:34:26.500 INFO: Loading checkpoint: checkpoints/nmcml_run-3_epoch-1.pt\n'
+        files['mace_train.out'] = line + files['mace_train.out']
+    # (the recorded run has its own 'Loading checkpoint' line after training: the best model, which does not count)
+    inputs = {'seed': orm.Int(3), 'training_set': TrainingSet.from_frames(toy_frames(4))}
+    inputs['parent_folder'] = orm.RemoteData(computer=aiida_localhost, remote_path='/tmp/purged')
+    node = make_calc_job_node('nmcml.mace.train', aiida_localhost, files=files, inputs=inputs)
+    results, calcfunction = parse(node)
+    assert calcfunction.is_finished_ok, calcfunction.exit_message
+    restart = results['metrics'].get_dict()['restart']
+    assert restart['checkpoint'] == ('checkpoints/nmcml_run-3_epoch-1.pt' if loaded else None)
+    assert restart['start_epoch'] == 0  # the recorded curve of this fixture starts at epoch 0
