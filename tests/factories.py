@@ -153,3 +153,25 @@ def fake_engine_code(aiida_localhost):
 
     code = orm.InstalledCode(computer=aiida_localhost, filepath_executable='/bin/true', label='never-run')
     return code.store()
+
+
+def kill_daemon_hard(client) -> list[int]:
+    """SIGKILL the daemon's circus arbiter first (no respawn), then every worker: a crashed login node.
+
+    Shared by the crash-safety tests (tests/hpc/test_slurm.py, tests/workflows/test_active_learning_kill.py).
+    """
+    import signal
+
+    import psutil
+
+    pid = client.get_daemon_pid()
+    assert pid, 'daemon not running'
+    arbiter = psutil.Process(pid)
+    procs = [arbiter, *arbiter.children(recursive=True)]
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+    return [p.pid for p in procs]

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import functools
 import pathlib
-import signal
 import sys
 import time
 
 import pytest
 from aiida import orm
+from factories import kill_daemon_hard
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PW = 'aiida.calculations:quantumespresso.pw'
@@ -316,23 +316,6 @@ def test_md_and_training_killed_by_slurm_walltime_are_continued(
     continued = sorted(train.called, key=lambda n: n.ctime)[1]
     assert continued.outputs.metrics['restart']['checkpoint'], continued.outputs.metrics['restart']  # mace loaded it
     assert train.outputs.model.base.repository.list_object_names()
-
-
-def kill_daemon_hard(client) -> list[int]:
-    """SIGKILL the daemon's circus arbiter first (no respawn), then every worker: a crashed login node."""
-    import psutil
-
-    pid = client.get_daemon_pid()
-    assert pid, 'daemon not running'
-    arbiter = psutil.Process(pid)
-    procs = [arbiter, *arbiter.children(recursive=True)]
-    for proc in procs:
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=30)
-    return [p.pid for p in procs]
 
 
 HOLD = '#SBATCH --hold'  # queued but not started until `scontrol release`: a busy queue, made deterministic

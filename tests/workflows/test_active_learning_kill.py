@@ -13,12 +13,12 @@ optional lattice check an end-to-end pass (one 12-atom cell relaxed with the fin
 
 from __future__ import annotations
 
-import signal
 import time
 
 import numpy as np
 import pytest
 from aiida import orm
+from factories import kill_daemon_hard
 
 from aiida_nmcml.data.model import MaceModel
 from aiida_nmcml.workflows.active_learning import ActiveLearningWorkChain
@@ -27,23 +27,6 @@ PW = 'aiida.calculations:quantumespresso.pw'
 
 # `extended`: on demand, not in .ci/run (several minutes of pw.x, training and daemon restarts). Run: pytest -m extended
 pytestmark = [pytest.mark.slow, pytest.mark.extended]
-
-
-def kill_daemon_hard(client) -> list[int]:
-    """SIGKILL the daemon's circus arbiter first (no respawn), then every worker (as tests/hpc/test_slurm.py)."""
-    import psutil
-
-    pid = client.get_daemon_pid()
-    assert pid, 'daemon not running'
-    arbiter = psutil.Process(pid)
-    procs = [arbiter, *arbiter.children(recursive=True)]
-    for proc in procs:
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=30)
-    return [p.pid for p in procs]
 
 
 def _pw_calcs(node) -> list:
