@@ -7,7 +7,8 @@ exploration cells with the committee, frames whose committee force deviation is 
 farthest-point sampling (capped), labelled with the same DFT settings as the TrainingSet (``demo``, so the set stays
 consistent), and the committee fine-tuned again on the grown set; a held-out frame per condition gives the learning
 curve. Committee and TrainingSet default to the newest in this profile (the demo campaign's). One iteration with one
-selected frame, as in the demo campaign: about 10 minutes on 2 CPU cores, most of it the pw.x of the new label.
+selected frame, as in the demo campaign: 6 min 4 s in the demo campaign at load 5–10 on 2 shared
+cores, 4 min 39 s of it the three pw.x labels (docs/tutorial.md).
 """
 
 from __future__ import annotations

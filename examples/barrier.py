@@ -5,7 +5,8 @@
 Runs ``nmcml.barrier`` (docs/barriers.md) with the ``demo`` protocol: one ODH in a 16-site LiNiO2 cell, one image,
 a loose model CI-NEB (``nmcml.neb``) with the committee's spread per image, and the same path evaluated zero-shot by
 CHGNet. ``--dft-check`` adds pw.x single points on the model's path (one per image and end point). The cell is far
-too small for a physical hop: plumbing, not a barrier to quote. About 2 minutes on 2 CPU cores without the DFT check.
+too small for a physical hop: plumbing, not a barrier to quote. 62 s in the demo campaign at load 3–6 on 2 shared
+cores, without the DFT check (docs/tutorial.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ Runs ``nmcml.diffusion`` (docs/diffusion.md) with the ``demo`` protocol: a 40-at
 band or show TM migration flagged and excluded, D* from the Li MSD relative to the framework with an interval from
 the correlated-MSD covariance, an Arrhenius fit, and the same grid driven by another member as a model check. The
 committee defaults to the newest in this profile. Demo numbers (2 ps at 800–1000 K of 40 atoms) are never to be
-quoted. About 15 minutes of engine time on 2 CPU cores.
+quoted. In the demo campaign (LiNiO2-type cells) it took 91 s and fitted no D:
+every run left the committee's domain at the first production step (docs/campaign.md, "Wall time of the demo").
 """
 
 from __future__ import annotations

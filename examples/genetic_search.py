@@ -5,7 +5,8 @@
 Runs ``nmcml.search`` (docs/search.md) with the ``demo`` protocol: one GA per Li content (x = 0.5, 0.4 on a 40-atom
 NMC811 lattice) plus the end members for the convex hull, candidates ranked by the committee's energy. With
 ``--verify`` the best candidate per content is also labelled by pw.x (an 8-site LiNiO2-type lattice then, as the demo
-campaign does: 40 atoms are too many for demo DFT). A few minutes on 2 CPU cores without DFT.
+campaign does: 40 atoms are too many for demo DFT). The demo campaign's search
+(8-site cell, no DFT) took 22–27 s at load 3–10 on 2 shared cores; the 40-atom default here is not timed.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
     python examples/label_dft.py [--protocol demo|fast|moderate|precise] [--dry-run] [--no-wait]
 
 Runs ``nmcml.label`` (docs/labelling.md) with the ``demo`` protocol: 4x2x2 k-points, the pseudopotential family's
-density cutoff, Hubbard U on Ni, spin-polarised, one pw.x per cell. Takes about 4 minutes per cell on one core
-(measured with the demo campaign, docs/tutorial.md); the output ``labelled`` is a TrainingSet that
-examples/finetune_committee.py picks up.
+density cutoff, Hubbard U on Ni, spin-polarised, one pw.x per cell. In the demo campaign (docs/tutorial.md) such a
+label took 73-129 s of pw.x CPU, 8-13 min of wall time with four at once at load ~12 on 2 shared cores; the output
+``labelled`` is a TrainingSet that examples/finetune_committee.py picks up.
 """
 
 from __future__ import annotations

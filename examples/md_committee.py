@@ -5,7 +5,7 @@
 Runs ``nmcml.md.base`` (docs/md.md, docs/restarts.md) with the ``demo`` protocol (CPU, float64, 200 steps by
 default): member 0 drives the MD, the others are evaluated along it; a run that leaves the trust band stops with the
 frames exposed, a run killed at its walltime continues from its checkpoint. The committee defaults to the newest one
-in this profile. About a minute on one core for 200 steps of 40 atoms with the demo committee.
+in this profile. Not timed on its own; see docs/tutorial.md for the MD stages of the demo campaign.
 """
 
 from __future__ import annotations
