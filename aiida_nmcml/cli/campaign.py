@@ -95,8 +95,17 @@ def dft_counts(node) -> dict:
     return counts
 
 
+def _committee_size(calc) -> int:
+    """How many models an ``nmcml.evaluate`` job was given (0 for a universal potential by name, zero-shot)."""
+    return len(calc.base.links.get_incoming(link_label_filter='models__%').all())
+
+
 def latest_uncertainty(node) -> str | None:
-    """The newest committee evaluation under the campaign: its force-deviation statistics and held-out errors."""
+    """The newest committee evaluation under the campaign: its force-deviation statistics and held-out errors.
+
+    Only evaluations of a committee (two or more models) count: the barrier stage's zero-shot CHGNet evaluation,
+    newer than any committee one, has no deviation to show (it printed a median of 0.000 eV/Å).
+    """
     from aiida import orm
 
     evaluations = [
@@ -105,6 +114,7 @@ def latest_uncertainty(node) -> str | None:
         if isinstance(n, orm.CalcJobNode)
         and n.process_type == 'aiida.calculations:nmcml.evaluate'
         and 'metrics' in n.outputs
+        and _committee_size(n) >= 2
     ]
     if not evaluations:
         return None

@@ -194,3 +194,27 @@ def test_foreground_launch_with_every_result_given(nmcml_codes, tiny_foundation_
     assert node.outputs.training_set.uuid == training_set.uuid
     assert {m.uuid for m in node.outputs.committee.values()} == {model.uuid}
     assert '✓' not in result.output.split('state')[1].split('DFT')[0]  # nothing ran
+
+
+def test_status_uncertainty_is_the_newest_committee_evaluation(aiida_localhost, tiny_foundation_model):
+    """`campaign status` shows the newest evaluation *of a committee*: the barrier stage's zero-shot evaluation (a
+    universal potential by name, no models), which comes later, has no deviation to show (it printed 0.000)."""
+    from aiida.common.links import LinkType
+    from factories import make_calc_job_node
+
+    from aiida_nmcml.cli.campaign import latest_uncertainty
+    from aiida_nmcml.data.model import MaceModel
+
+    caller = orm.WorkflowNode().store()  # stands in for the campaign (unsealed, so it can CALL)
+    model = MaceModel.get_or_create(tiny_foundation_model)
+
+    def evaluation(models: dict, median: float) -> None:
+        node = make_calc_job_node('nmcml.evaluate', aiida_localhost, inputs={'models': models}, caller=caller)
+        metrics = orm.Dict({'max_force_deviation': {'median': median, 'max': median}})
+        metrics.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='metrics')
+        metrics.store()
+
+    evaluation({'m0': model, 'm1': model}, 0.25)
+    evaluation({}, 0.0)  # newer: zero-shot
+    line = latest_uncertainty(caller)
+    assert 'median 0.250' in line and '0.000' not in line, line
