@@ -139,3 +139,27 @@ def test_setup_family_becomes_the_label_default(nmcml_codes):
     finally:
         ensure_environment(family=nmcml_codes['pseudo_family'])  # the session's default again
     assert configured_family() == nmcml_codes['pseudo_family']
+
+
+def test_a_profile_that_lost_its_default_user_gets_it_back(aiida_profile):
+    """Two set-ups at once on a fresh machine left the profile without ``default_user_email`` (seen here): setup
+    reattaches the existing user instead of failing with a TypeError traceback."""
+    from aiida import orm
+    from aiida.manage import get_manager
+
+    from aiida_nmcml.setup.profile import ensure_default_user
+
+    manager = get_manager()
+    profile = manager.get_profile()
+    email = orm.User.collection.get_default().email
+    profile.default_user_email = None  # in memory only: the configuration file keeps it
+    manager.get_profile_storage().reset_default_user()
+    try:
+        assert orm.User.collection.get_default() is None
+        messages = []
+        chosen = ensure_default_user(echo=messages.append)
+        assert chosen in {user.email for user in orm.User.collection.all()}
+        assert orm.User.collection.get_default().email == chosen and chosen in messages[0]
+        assert ensure_default_user(echo=messages.append) is None  # nothing to do the second time
+    finally:
+        manager.set_default_user_email(profile, email)

@@ -32,7 +32,7 @@ def cmd_setup(postgres, rabbitmq, profile_name, family, computer, computer_templ
     from aiida.manage import get_manager
 
     from ..setup import DEFAULT_FAMILY, check_environment, enable_dft_caching, ensure_environment
-    from ..setup.profile import ensure_profile
+    from ..setup.profile import ensure_default_user, ensure_profile
 
     family = family or DEFAULT_FAMILY
     if check:
@@ -60,6 +60,7 @@ def cmd_setup(postgres, rabbitmq, profile_name, family, computer, computer_templ
         reset_config()  # the profile was just created by a subprocess: re-read the config file
     load_profile(name, allow_switch=True)
     click.echo(f'profile: {name}')
+    ensure_default_user(echo=click.echo)
     from ..setup.pseudos import PseudoSetupError
 
     try:

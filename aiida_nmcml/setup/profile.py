@@ -177,3 +177,26 @@ def ensure_profile(postgres: bool = False, rabbitmq: bool = False, name: str | N
     if not profile_exists(name):
         create_profile(name, postgres=postgres, rabbitmq=rabbitmq, echo=echo)
     return name
+
+
+def ensure_default_user(echo=print) -> str | None:
+    """Give the loaded profile back a default user if its configuration lost it; return the e-mail set, or None.
+
+    Why: two ``aiida-nmcml setup`` runs at the same moment on a fresh machine both create the profile, and the later
+    write of the configuration file drops ``default_user_email``; every node then fails with a TypeError ('expecting
+    User'). The user itself is in the storage: reattach the one ``verdi presto`` makes, else the first, else create it.
+    """
+    from aiida import orm
+    from aiida.manage import get_manager
+
+    if orm.User.collection.get_default() is not None:
+        return None
+    emails = [user.email for user in orm.User.collection.all()]
+    if not emails:
+        orm.User(email='aiida@localhost', first_name='aiida', last_name='nmcml', institution='localhost').store()
+        emails = ['aiida@localhost']
+    email = 'aiida@localhost' if 'aiida@localhost' in emails else emails[0]
+    manager = get_manager()
+    manager.set_default_user_email(manager.get_profile(), email)
+    echo(f'the profile had no default user (its configuration was written concurrently): set {email}')
+    return email
