@@ -338,9 +338,9 @@ def job_state(calc) -> str:
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60).stdout.strip()
 
 
-# Marker `production_on_demand`, not `production`: .ci/run's second pass (PostgreSQL + RabbitMQ) would exceed CI's
-# 40 minutes with it; run it there on demand: NMCML_TEST_PROFILE=production pytest tests/hpc/test_slurm.py -k sigkill
-@pytest.mark.production_on_demand
+# Marker `production`: .ci/run's second pass runs it again on PostgreSQL + RabbitMQ (its first pass on two xdist
+# workers left the time for it inside CI's 40 minutes).
+@pytest.mark.production
 def test_daemon_sigkill_during_label_finetune_and_md_then_restart(
     slurm_codes, model_node, tiny_foundation_model, started_daemon_client, submit_and_await
 ):

@@ -15,9 +15,8 @@ from aiida.common.links import LinkType
 from aiida_nmcml.data.model import MaceModel
 from aiida_nmcml.workflows.active_learning import ActiveLearningWorkChain
 
-# `extended`: on demand, not in .ci/run (8 min here; CI's 40-minute budget). One AL iteration runs end to end inside
-# the demo campaign test (tests/test_demo.py) in every CI run. Run: pytest -m extended
-pytestmark = [pytest.mark.slow, pytest.mark.extended]
+# In .ci/run since its first pass runs on two xdist workers (8 min here under load, on demand before).
+pytestmark = [pytest.mark.slow]
 
 
 def _positions(training_set):

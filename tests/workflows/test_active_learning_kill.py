@@ -25,8 +25,8 @@ from aiida_nmcml.workflows.active_learning import ActiveLearningWorkChain
 
 PW = 'aiida.calculations:quantumespresso.pw'
 
-# `extended`: on demand, not in .ci/run (several minutes of pw.x, training and daemon restarts). Run: pytest -m extended
-pytestmark = [pytest.mark.slow, pytest.mark.extended]
+# In .ci/run (several minutes of pw.x, training and daemon restarts) since its first pass runs on two xdist workers.
+pytestmark = [pytest.mark.slow]
 
 
 def _pw_calcs(node) -> list:
