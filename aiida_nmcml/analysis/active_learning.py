@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..common.schema import Field, Section
+from ..engine.common import li_per_tm
 
 __all__ = (
     'LATTICE_CHECK',
@@ -91,10 +92,9 @@ PARAMETERS = Section(
 
 
 def li_content(symbols: Sequence[str]) -> float:
-    """x in Li_x TM O2: Li atoms per transition-metal atom (antisite Ni counted as a TM)."""
-    symbols = list(symbols)
-    n_tm = sum(s in ('Ni', 'Mn', 'Co') for s in symbols)
-    return symbols.count('Li') / n_tm if n_tm else float('nan')
+    """x in Li_x TM O2: Li atoms per transition-metal atom (antisite Ni counted as a TM); NaN without any TM."""
+    x = li_per_tm(symbols)
+    return float('nan') if x is None else x
 
 
 def condition_key(structure_key: str, temperature: float) -> str:

@@ -16,6 +16,19 @@ from dataclasses import dataclass
 
 from ..common.exit_codes import ENGINE_EXIT_CODES
 
+TM_SYMBOLS = ('Ni', 'Mn', 'Co')
+
+
+def li_per_tm(symbols) -> float | None:
+    """x in Li_x TM O2: Li atoms per transition-metal atom (antisite Ni counted as a TM); None without any TM.
+
+    The one definition used by the engine (lattice check), the active-learning rules and the report.
+    """
+    symbols = list(symbols)
+    n_tm = sum(s in TM_SYMBOLS for s in symbols)
+    return symbols.count('Li') / n_tm if n_tm else None
+
+
 STATUS_FILENAME = 'engine_status.json'
 
 

@@ -77,6 +77,7 @@ def model_lattice_parameters(
     ``max_stress_GPa`` (left after the relaxation), ``energy_per_atom``, ``x_li`` (Li per TM). A relaxation that
     does not converge still reports its last cell, flagged, so the caller decides.
     """
+    from .common import li_per_tm
     from .neb import relax_cell
 
     results = {}
@@ -85,15 +86,13 @@ def model_lattice_parameters(
         start = hexagonal_parameters(atoms)
         relaxed, record = relax_cell(atoms, calculator, mode=mode, fmax=fmax, steps=steps)
         end = hexagonal_parameters(relaxed)
-        symbols = atoms.get_chemical_symbols()
-        n_tm = sum(s in ('Ni', 'Mn', 'Co') for s in symbols)
         results[key] = {
             'a': end['a'],
             'c': end['c'],
             'a_start': start['a'],
             'c_start': start['c'],
             'layers': end['layers'],
-            'x_li': symbols.count('Li') / n_tm if n_tm else None,
+            'x_li': li_per_tm(atoms.get_chemical_symbols()),
             'converged': record['converged'],
             'steps': record['steps'],
             'max_stress_GPa': record['max_stress_GPa'],

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from aiida import orm
 
+from ..engine.common import li_per_tm
 from . import references
 from .collect import Campaign
 
@@ -94,9 +95,7 @@ def x_from_key(label: str) -> float | None:
 
 def li_content(symbols) -> float | None:
     """Li per transition-metal atom (x in Li_x MO2); None without transition metals (synthetic cells)."""
-    symbols = list(symbols)
-    n_tm = sum(s in ('Ni', 'Mn', 'Co') for s in symbols)
-    return None if n_tm == 0 else symbols.count('Li') / n_tm
+    return li_per_tm(symbols)
 
 
 def fmt_x(x: float | None) -> str:
