@@ -381,9 +381,13 @@ def distilled_foundation(daemon: bool):
     """The offline foundation (distilled from CHGNet): reused when made before, else distilled on the daemon now."""
     from aiida.engine.daemon.client import get_daemon_client
 
-    from ..workflows.distill import find_distilled, get_or_distill_foundation, machine_cache_dir
+    from ..workflows.distill import find_distilled, get_or_distill_foundation, machine_cache_dir, shipped_foundation
 
-    if find_distilled('demo') is None and not any(machine_cache_dir().glob('distilled-chgnet-demo-*.model')):
+    if (
+        find_distilled('demo') is None
+        and not any(machine_cache_dir().glob('distilled-chgnet-demo-*.model'))
+        and shipped_foundation('demo') is None
+    ):
         if not get_daemon_client().is_daemon_running:
             echo.echo_critical(
                 'no foundation model: give --foundation FILE|NAME, or start the daemon (`verdi daemon start`) so the '

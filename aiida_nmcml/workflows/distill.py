@@ -13,7 +13,8 @@ Steps, every one in the graph::
     -> model                            extras ``nmcml_teacher`` (name, versions, weights sha256)
 
 :func:`get_or_distill_foundation` is what ``setup`` and the demo call: it reuses a finished distillation of the same
-protocol and teacher (in this profile, or the model file cached on this machine) and only distils when there is none.
+protocol and teacher (in this profile, the model file cached on this machine, or the ``demo`` model shipped in
+``aiida_nmcml/resources/foundation``) and only distils when there is none.
 """
 
 from __future__ import annotations
@@ -214,6 +215,22 @@ def machine_cache_dir() -> pathlib.Path:
     return pathlib.Path(root) / 'foundation'
 
 
+SHIPPED_DIR = pathlib.Path(__file__).resolve().parent.parent / 'resources' / 'foundation'
+
+
+def shipped_foundation(protocol: str, teacher: str = 'chgnet') -> pathlib.Path | None:
+    """The distilled model of this exact recipe shipped inside the package, if any (only ``demo`` is shipped).
+
+    Why: distilling the demo foundation takes 10-18 min on two cores, most of the README's first command on a fresh
+    machine. The file is the output of ``aiida-nmcml foundation distill --protocol demo`` (its ``.json`` names the
+    teacher, the versions, the student's validation errors and how it was built); its name carries the recipe key
+    (:func:`distill_key`), so a recipe edited without rebuilding it is never used: the demo then distils anew.
+    ``NMCML_SKIP_MACHINE_CACHE`` (``foundation distill --force``) skips it as it skips the machine cache.
+    """
+    path = SHIPPED_DIR / f'distilled-{teacher}-{protocol}-{distill_key(protocol, teacher)}.model'
+    return path if path.is_file() else None
+
+
 def find_distilled(protocol: str, teacher: str = 'chgnet') -> MaceModel | None:
     """A stored distilled model of this exact recipe, if any (newest first)."""
     qb = orm.QueryBuilder()
@@ -245,15 +262,19 @@ def get_or_distill_foundation(
         return found
     cached = machine_cache_dir() / f'distilled-{teacher}-{protocol}-{key}.model'
     meta = cached.with_suffix('.json')
-    if cached.is_file() and meta.is_file() and not os.environ.get('NMCML_SKIP_MACHINE_CACHE'):
-        teacher_info = json.loads(meta.read_text())
-        node = MaceModel.find_by_hash(_sha(cached))
-        if node is None:
-            node = MaceModel.from_file(cached, source=f'distilled:{teacher}:{protocol} (machine cache)')
-            node.store()
-        node.base.extras.set_many({EXTRAS_TEACHER: teacher_info, EXTRAS_PROTOCOL: protocol, EXTRAS_KEY: key})
-        echo(f'imported the distilled foundation model cached on this machine: <{node.pk}> from {cached}')
-        return node
+    shipped = shipped_foundation(protocol, teacher)
+    if not os.environ.get('NMCML_SKIP_MACHINE_CACHE'):
+        for path, where in ((cached, 'cached on this machine'), (shipped, 'shipped with aiida-nmcml')):
+            if path is None or not path.is_file() or not path.with_suffix('.json').is_file():
+                continue
+            teacher_info = json.loads(path.with_suffix('.json').read_text())
+            node = MaceModel.find_by_hash(_sha(path))
+            if node is None:
+                node = MaceModel.from_file(path, source=f'distilled:{teacher}:{protocol} ({where})')
+                node.store()
+            node.base.extras.set_many({EXTRAS_TEACHER: teacher_info, EXTRAS_PROTOCOL: protocol, EXTRAS_KEY: key})
+            echo(f'imported the distilled foundation model {where}: <{node.pk}> from {path}')
+            return node
     from ..setup import ensure_environment
 
     codes = ensure_environment()

@@ -166,3 +166,43 @@ def test_cli_reuses_and_prints_the_model(nmcml_codes, tiny_foundation_model, tmp
     if not teacher_available('sevennet-0'):
         result = CliRunner().invoke(cmd_distill, ['--teacher', 'sevennet-0'])
         assert result.exit_code != 0 and 'aiida-nmcml[sevennet]' in result.output
+
+
+def test_the_shipped_demo_model_is_the_current_recipe_and_loads():
+    """The demo foundation shipped in the package (saves the 10-18 min distillation of the README's first command)
+    belongs to the current `demo` recipe, its metadata name its hash, and mace loads it into a working potential.
+
+    If this fails after an edit of the demo distillation recipe (protocol or sampler): rebuild it with
+    `aiida-nmcml foundation distill --protocol demo --force` and copy the model and its .json from
+    ~/.cache/aiida-nmcml/foundation into aiida_nmcml/resources/foundation (docs/foundation.md).
+    """
+    import json
+
+    from ase.build import bulk
+
+    from aiida_nmcml.data.model import sha256_file
+    from aiida_nmcml.workflows import distill
+
+    path = distill.shipped_foundation('demo', 'chgnet')
+    assert path is not None, f'no shipped demo model for recipe {distill.distill_key("demo", "chgnet")}'
+    meta = json.loads(path.with_suffix('.json').read_text())
+    assert meta['model_sha256'] == sha256_file(path) and meta['name'] == 'chgnet'
+    assert meta['distill_key'] == distill.distill_key('demo', 'chgnet')
+    from mace.calculators import MACECalculator
+
+    atoms = bulk('NiO', 'rocksalt', a=4.17).repeat((2, 1, 1))
+    atoms.calc = MACECalculator(model_paths=str(path), device='cpu', default_dtype='float64')
+    assert np.isfinite(atoms.get_potential_energy()) and np.abs(atoms.get_forces()).max() < 1e-3  # symmetric cell
+
+
+def test_the_shipped_model_is_used_when_nothing_is_cached(nmcml_codes, tmp_path, monkeypatch):
+    """A fresh machine (empty cache, empty profile) imports the shipped demo model instead of distilling."""
+    from aiida_nmcml.workflows import distill
+
+    monkeypatch.setenv('NMCML_CACHE', str(tmp_path))
+    monkeypatch.setattr('aiida.engine.submit', lambda *a, **k: pytest.fail('must not distil: a model is shipped'))
+    node = distill.get_or_distill_foundation('demo', echo=lambda m: None)
+    assert 'shipped with aiida-nmcml' in node.source and node.sha256 == distill._sha(distill.shipped_foundation('demo'))
+    assert distill.find_distilled('demo', 'chgnet').uuid == node.uuid
+    assert node.base.extras.get(distill.EXTRAS_TEACHER)['weights_sha256']  # the teacher's identity travels with it
+    assert distill.shipped_foundation('fast') is None  # only the demo recipe is shipped
