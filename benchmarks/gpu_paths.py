@@ -19,6 +19,7 @@ Nothing here hands the code an answer: the same jobs run on both devices and the
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pathlib
@@ -201,6 +202,23 @@ def _mace_errors(folder: pathlib.Path) -> dict:
     return {f'rmse_{key}': f'{value} {unit}' for key, value, unit in numbers}
 
 
+def _epoch_times(folder: pathlib.Path) -> dict:
+    """Seconds per epoch from the timestamps of mace's debug log ('Initial:' then one line per 'Epoch N:')."""
+    from datetime import datetime
+
+    logs = sorted(folder.glob('logs/*_debug.log'))
+    if not logs:
+        return {}
+    stamps = []
+    for line in logs[-1].read_text().splitlines():
+        if ' INFO: Initial:' in line or re.search(r' INFO: Epoch \d+:', line):
+            stamps.append(datetime.strptime(line[:23], '%Y-%m-%d %H:%M:%S.%f'))
+    if len(stamps) < 2:
+        return {}
+    seconds = [round((b - a).total_seconds(), 2) for a, b in itertools.pairwise(stamps)]
+    return {'epochs_done': len(seconds), 'epoch_s': seconds}
+
+
 def _use_trained_model(out: pathlib.Path, folder: pathlib.Path) -> str | None:
     """Swap the GPU-trained model (file and sha256) into an MD job prepared with a placeholder model."""
     import hashlib
@@ -221,7 +239,12 @@ def _use_trained_model(out: pathlib.Path, folder: pathlib.Path) -> str | None:
 def run(out: pathlib.Path) -> None:
     results = {}
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', str(os.cpu_count())))
-    folders = sorted((p for p in out.iterdir() if p.is_dir()), key=lambda p: (not p.name.startswith('train'), p.name))
+    # train_cuda first (the MD jobs use its model), then the cuda MD, the cpu MD, and the cpu training last (the longest
+    # and least needed: a time limit around the whole run should cut it before anything else)
+    folders = sorted(
+        (p for p in out.iterdir() if p.is_dir()),
+        key=lambda p: (p.name != 'train_cuda', 'cpu' in p.name, p.name.startswith('train'), p.name),
+    )
     for folder in folders:
         swapped = _use_trained_model(out, folder) if folder.name.startswith('md') else None
         start = time.perf_counter()
@@ -240,6 +263,7 @@ def run(out: pathlib.Path) -> None:
             entry['summary'] = {k: data[k] for k in list(data)[:30]}
         if folder.name.startswith('train'):
             entry.update(_mace_errors(folder))
+            entry.update(_epoch_times(folder))
             entry['model_written'] = any(folder.glob('*.model'))
         if proc.returncode:
             entry['stderr_tail'] = (proc.stderr or '')[-1500:]
@@ -247,7 +271,7 @@ def run(out: pathlib.Path) -> None:
                 if (folder / name).is_file():
                     entry[f'{name}_tail'] = (folder / name).read_text()[-1500:]
         results[folder.name] = entry
-        print(folder.name, json.dumps(entry)[:400], file=sys.stderr, flush=True)
+        print(folder.name, json.dumps(entry)[:3000], file=sys.stderr, flush=True)
     print(json.dumps(results, indent=1))
 
 

@@ -128,7 +128,15 @@ def bare_loop(atoms, model, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def engine(atoms, model_paths, steps: int, stride: int, evaluation: str = 'members') -> float:
+def engine(
+    atoms,
+    model_paths,
+    steps: int,
+    stride: int,
+    evaluation: str = 'members',
+    device: str = 'cpu',
+    dtype: str = 'float64',
+) -> float:
     from ase.io import write
 
     from aiida_nmcml.engine import md
@@ -145,7 +153,8 @@ def engine(atoms, model_paths, steps: int, stride: int, evaluation: str = 'membe
             summary = md.run(
                 {
                     'models': names,
-                    'device': 'cpu',
+                    'device': device,
+                    'dtype': dtype,
                     'steps': steps,
                     'trajectory_stride': 10,
                     'checkpoint_stride': 10 * steps,
@@ -158,7 +167,22 @@ def engine(atoms, model_paths, steps: int, stride: int, evaluation: str = 'membe
     return summary['steps_per_s']
 
 
-def monitor_loop(atoms, model_paths, steps: int, stride: int, evaluation: str = 'members') -> dict:
+def _synchronize(device: str) -> None:
+    if device.startswith('cuda'):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def monitor_loop(
+    atoms,
+    model_paths,
+    steps: int,
+    stride: int,
+    evaluation: str = 'members',
+    device: str = 'cpu',
+    dtype: str = 'float64',
+) -> dict:
     """Langevin with member 0 plus the engine's Committee monitor every ``stride`` steps; wall and CPU time per step.
 
     The loop alone is timed (after a warm-up step), in wall clock and in this process's CPU time: with ~8 people's
@@ -171,7 +195,7 @@ def monitor_loop(atoms, model_paths, steps: int, stride: int, evaluation: str = 
 
     from aiida_nmcml.engine.md_committee import Committee
 
-    committee = Committee([str(p) for p in model_paths], device='cpu', dtype='float64', evaluation=evaluation)
+    committee = Committee([str(p) for p in model_paths], device=device, dtype=dtype, evaluation=evaluation)
     atoms = atoms.copy()
     atoms.calc = committee.driver
     rng = np.random.default_rng(0)
@@ -184,8 +208,10 @@ def monitor_loop(atoms, model_paths, steps: int, stride: int, evaluation: str = 
 
     dyn.attach(monitor, interval=1)
     dyn.run(1)  # warm-up: first model calls
+    _synchronize(device)
     wall, cpu = time.perf_counter(), time.process_time()
     dyn.run(steps)
+    _synchronize(device)  # forces reach numpy each step (implicit sync); explicit for the last kernels
     return {
         'wall_steps_per_s': steps / (time.perf_counter() - wall),
         'cpu_steps_per_s': steps / (time.process_time() - cpu),
