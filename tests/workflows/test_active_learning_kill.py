@@ -25,14 +25,41 @@ from aiida_nmcml.workflows.active_learning import ActiveLearningWorkChain
 
 PW = 'aiida.calculations:quantumespresso.pw'
 
-# `extended`: on demand (pytest -m extended). Passed alone (409 s at load 8-12, 2026-11-26); in a fresh-clone CI run
-# on two xdist workers the same day it failed: after the restart the iteration's nmcml.finetune ended without an exit
-# status (excepted) and the loop stopped with 572 -- not yet diagnosed, so not in .ci/run.
-pytestmark = [pytest.mark.slow, pytest.mark.extended]
+# In .ci/run (not `extended`) since 2026-11-27. It failed once, in a fresh-clone CI run on two xdist workers
+# (2026-11-26: after the restart the iteration's nmcml.finetune ended without an exit status, loop 572); not
+# reproduced since (alone 270 s, under -n 2 beside test_active_learning_daemon.py 486 s, after two other daemon tests
+# 128 s), cause unknown: should it fail again, the message below names every excepted process with its traceback and
+# the daemon and broker log tails (docs/active_learning.md, "Tests and measured numbers").
+pytestmark = [pytest.mark.slow]
 
 
 def _pw_calcs(node) -> list:
     return sorted((n for n in node.called_descendants if n.process_type == PW), key=lambda n: n.ctime)
+
+
+def _diagnosis(node, daemon_client) -> str:
+    """For a failure message: the state of every process in the tree that did not finish 0 (a child read before it
+    terminated shows up as running), the reports and traceback of the excepted ones, the daemon and broker log tails.
+    """
+    from aiida.manage import get_config
+
+    lines = []
+    for child in [node, *node.called_descendants]:
+        if not child.is_finished_ok:
+            state = f'{child.process_state} {child.exit_status} {child.exit_message}'
+            lines.append(f'--- {child.process_label} <{child.pk}>: {state}')
+        if child.is_excepted:
+            lines += [f'{log.levelname} {log.message}' for log in orm.Log.collection.get_logs_for(child)]
+            lines.append(child.exception or '(no exception recorded)')
+
+    broker_log = get_config().filepaths(daemon_client.profile)['broker_service']['log']
+    for title, path, count in (('daemon log', daemon_client.daemon_log_file, 150), ('broker log', broker_log, 40)):
+        try:
+            with open(path, encoding='utf-8', errors='replace') as handle:
+                lines += [f'--- {title} (tail)', *handle.read().splitlines()[-count:]]
+        except OSError as error:
+            lines.append(f'{title} unreadable: {error}')
+    return '\n'.join(lines)
 
 
 def test_daemon_killed_mid_iteration_repeats_no_dft(nmcml_codes, tiny_foundation_model, started_daemon_client):
@@ -79,9 +106,12 @@ def test_daemon_killed_mid_iteration_repeats_no_dft(nmcml_codes, tiny_foundation
 
     deadline = time.monotonic() + 3600
     while not node.is_terminated:
-        assert time.monotonic() < deadline, 'the loop did not finish within 60 min of the restart'
+        assert time.monotonic() < deadline, 'no end within 60 min of the restart\n' + _diagnosis(
+            node, started_daemon_client
+        )
         time.sleep(2)
-    assert node.exit_status == 760, (node.exit_status, node.exit_message)  # the iteration budget: the loop completed
+    # the iteration budget: the loop completed (on failure: reports and tracebacks of every excepted process)
+    assert node.exit_status == 760, _diagnosis(node, started_daemon_client)
     convergence = node.outputs.convergence.get_dict()
     assert convergence['rule'] == 'max_iterations' and convergence['iteration'] == 1
     metrics = node.outputs.iteration_metrics['iter_01'].get_dict()
