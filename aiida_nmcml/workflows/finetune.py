@@ -361,7 +361,9 @@ class FinetuneWorkChain(ProtocolMixin, WorkChain):
         """Training frames, validation frames (out of bag, else the common held-out set) and starting model."""
         diversity = self.inputs.diversity
         settings = diversity.get_dict()
-        seed = orm.Int(self.inputs.base_seed.value + index)
+        # stored now: with resampling 'none' and no foundation model no calcfunction stores it, and an unstored node in
+        # the context makes aiida skip the checkpoint after this step (PersistenceError logged, nothing raised)
+        seed = orm.Int(self.inputs.base_seed.value + index).store()
         data = {'training_set': self.ctx.train_set, 'validation_set': self.ctx.valid_set, 'seed': seed}
         if settings.get('resampling', 'bootstrap') != 'none':
             parts = resample_training_set(self.ctx.train_set, seed, diversity)

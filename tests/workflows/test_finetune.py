@@ -241,3 +241,26 @@ def test_diversity_settings_are_checked(nmcml_codes, sets):
     builder.diversity = orm.Dict({'readout_int': 'perturb'})
     with pytest.raises(ValueError, match="did you mean 'readout_init'"):
         run_get_node(builder)
+
+
+def test_context_after_setup_can_be_checkpointed(nmcml_codes, sets, generate_workchain):
+    """Every checkpoint after `setup` must serialise: an unstored node in the context makes aiida skip the checkpoint
+    (``PersistenceError`` logged, nothing raised), so a crash would restart the work chain from an older one. With
+    ``resampling: none`` and no foundation model no calcfunction stores a member's seed; `setup` stores it."""
+    from aiida.engine.persistence import get_object_loader
+    from aiida.orm.utils import serialize
+    from plumpy.persistence import Bundle, LoadSaveContext
+
+    builder = FinetuneWorkChain.get_builder_from_protocol(
+        nmcml_codes['mace_train'],
+        sets['train'],
+        validation_set=sets['valid'],
+        protocol='demo',
+        overrides={'diversity': {'resampling': 'none', 'readout_init': 'none'}},
+    )
+    process = generate_workchain('nmcml.finetune', dict(builder))
+    process.setup()
+    # unstored node in the context: ValueError "... cannot be represented because it is not stored"
+    text = serialize.serialize(Bundle(process, LoadSaveContext(loader=get_object_loader())))
+    assert 'member_inputs' in text
+    assert [member['seed'].value for member in process.ctx.member_inputs] == [1, 2]
