@@ -25,13 +25,14 @@ from aiida_nmcml.workflows.active_learning import ActiveLearningWorkChain
 
 PW = 'aiida.calculations:quantumespresso.pw'
 
-# In .ci/run (not `extended`) since 2026-11-27. It failed once, in a fresh-clone CI run on two xdist workers
-# (2026-11-26: after the restart the iteration's nmcml.finetune ended without an exit status, loop 572); not
-# reproduced since (alone 270 s, under -n 2 beside test_active_learning_daemon.py 486 s and 298 s, after two other
-# daemon tests 128 s), cause unknown: should it fail again, the message below gives the state of every process that
-# did not finish 0, the traceback of the excepted ones and the daemon and broker log tails (docs/active_learning.md,
-# "Tests and measured numbers").
-pytestmark = [pytest.mark.slow]
+# On demand (`pytest -m extended`). It failed once, in a fresh-clone CI run on two xdist workers (2026-11-26: after
+# the restart the iteration's nmcml.finetune ended without an exit status, loop 572); not reproduced since (alone
+# 270 s, under -n 2 beside test_active_learning_daemon.py 486 s and 298 s, after two other daemon tests 128 s), cause
+# unknown. Four passes against one unexplained failure is not enough to make every CI run depend on it, so it stays
+# out of .ci/run until the cause is known; should it fail again, the message below gives the state of every process
+# that did not finish 0, the traceback of the excepted ones and the daemon and broker log tails
+# (docs/active_learning.md, "Tests and measured numbers").
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 
 def _pw_calcs(node) -> list:
