@@ -341,9 +341,9 @@ def mace_frame_descriptors(model_path, frames: Sequence, *, device: str = 'cpu',
     Per-element means keep the Li-vs-TM environments apart, which a mean over all atoms would blend. Needs
     mace-torch (imported here only); ``frames``: ASE Atoms.
     """
-    from mace.calculators import MACECalculator
+    from ..engine.common import mace_calculator
 
-    calc = MACECalculator(model_paths=str(model_path), device=device, default_dtype=dtype)
+    calc = mace_calculator(model_path, device=device, dtype=dtype)
     numbers = sorted({int(z) for atoms in frames for z in atoms.numbers})
     rows = []
     for atoms in frames:

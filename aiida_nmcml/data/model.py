@@ -10,6 +10,7 @@ check e.g. that a foundation model covers the elements of a dataset without unpi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -239,6 +240,17 @@ class MaceModel(orm.SinglefileData):
                 f'copy of MaceModel<{self.pk}> to {path} has sha256 {actual}, node records {self.sha256}: removed it'
             )
         return path
+
+    @contextlib.contextmanager
+    def calculator(self, device: str = 'cpu', dtype: str = 'float64'):
+        """A MACECalculator over this model, for the ``with`` block: the file is copied to a temporary folder and its
+        hash checked (:meth:`copy_to`); the folder is removed on leaving the block."""
+        import tempfile
+
+        from aiida_nmcml.engine.common import mace_calculator
+
+        with tempfile.TemporaryDirectory() as tmp:
+            yield mace_calculator(self.copy_to(tmp), device=device, dtype=dtype)
 
     def load_model(self, device: str = 'cpu'):
         """Unpickle the torch module, after checking the bytes against the recorded hash."""

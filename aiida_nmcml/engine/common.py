@@ -157,6 +157,18 @@ def make_calculator(models: list, device: str = 'auto', dtype: str = 'float64'):
         ) from exc
 
 
+def mace_calculator(model_path, device: str = 'cpu', dtype: str = 'float64'):
+    """A MACECalculator over one model file, loaded as it is: no hash check (the caller vouches for the file, e.g.
+    :meth:`aiida_nmcml.data.model.MaceModel.calculator`, which copies a node's file out and checks it first).
+
+    For the daemon-side helpers (descriptors of the selection, the lattice check); the engine itself builds its
+    calculators with :func:`make_calculator`. Needs mace-torch (imported here only).
+    """
+    from mace.calculators import MACECalculator
+
+    return MACECalculator(model_paths=str(model_path), device=device, default_dtype=dtype)
+
+
 def check_finite_forces(forces, where: str = '') -> None:
     import numpy as np
 

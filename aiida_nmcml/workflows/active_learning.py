@@ -287,17 +287,12 @@ def model_lattice_check(model, parameters, **structures):
     ASE FIRE on a cell filter) in the daemon, as the descriptors of the selection do: seconds to a minute per 80-atom
     cell on a CPU with a small MACE; a large model or many cells belong in an engine calcjob (not written yet).
     """
-    import tempfile
-
-    from mace.calculators import MACECalculator
-
     from ..engine.lattice import model_lattice_parameters
     from ..structures import from_structure_data
 
     settings = rules.LATTICE_CHECK.with_defaults(parameters.get_dict())
     atoms = {key: from_structure_data(node) for key, node in structures.items()}
-    with tempfile.TemporaryDirectory() as tmp:
-        calculator = MACECalculator(model_paths=str(model.copy_to(tmp)), device='cpu', default_dtype='float64')
+    with model.calculator() as calculator:
         values = model_lattice_parameters(
             calculator, atoms, fmax=settings['fmax'], steps=settings['max_steps'], mode=settings['mode']
         )

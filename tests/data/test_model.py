@@ -42,6 +42,20 @@ def test_copy_to_checks_hash(tiny_foundation_model, tmp_path):
     assert int(model.atomic_numbers.numel()) == 5
 
 
+def test_calculator_evaluates_a_checked_copy(tiny_foundation_model):
+    """``MaceModel.calculator``: a MACECalculator over a hash-checked copy; selection's descriptors use the same."""
+    from aiida_nmcml.analysis.selection import mace_frame_descriptors
+    from aiida_nmcml.structures import layered_parent
+
+    node = MaceModel.get_or_create(tiny_foundation_model)
+    atoms = layered_parent(primitive=False)
+    with node.calculator() as calc:
+        atoms.calc = calc
+        assert abs(atoms.get_potential_energy()) > 0
+    descriptors = mace_frame_descriptors(tiny_foundation_model, [atoms])
+    assert descriptors.shape[0] == 1 and descriptors.shape[1] > 0
+
+
 def test_hash_mismatch_is_refused(tiny_foundation_model, tmp_path):
     """A node whose bytes differ from its recorded hash is neither stored nor loaded nor copied."""
     node = MaceModel.from_file(tiny_foundation_model)
