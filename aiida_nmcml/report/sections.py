@@ -67,6 +67,13 @@ class Drawer:
         return Figure(name, caption)
 
 
+def finish_axes(ax, xlabel: str, ylabel: str, **legend) -> None:
+    """Axis labels and the legend (``fontsize`` 7 unless given): the last lines of most plots here."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(**{'fontsize': 7, **legend})
+
+
 def table(header: list[str], rows: list[list]) -> str:
     """An HTML table; cells are escaped here (floats formatted with 3 significant digits)."""
 
@@ -351,19 +358,15 @@ def reliability_section(campaign: Campaign, drawer: Drawer) -> Section:
 
         for axis in (ax.xaxis, ax.yaxis):  # minor labels of a short log range overlap the major ones
             axis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel('committee spread s (eV/Å, per atom, bin RMS)')
-        ax.set_ylabel('true force error (eV/Å, bin RMS)')
-        ax.legend(fontsize=7)
+        finish_axes(ax, 'committee spread s (eV/Å, per atom, bin RMS)', 'true force error (eV/Å, bin RMS)')
         ax = axes[0][1]
         ax.semilogx(centre, curve.get_array('p_exceed'), 'o-', color=COLOURS[2])
         for name, style in (('trust_lower', '--'), ('trust_upper', '-.')):
             if cal.get(name):
                 ax.axvline(cal[name], ls=style, color='grey', label=f'{name} {cal[name]:.3g} eV/Å')
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel('per-atom deviation d (eV/Å)')
-        ax.set_ylabel(f'P(error > {cal.get("tolerance", 0.1):g} eV/Å)')
         ax.set_ylim(-0.03, 1.03)
-        ax.legend(fontsize=7)
+        finish_axes(ax, 'per-atom deviation d (eV/Å)', f'P(error > {cal.get("tolerance", 0.1):g} eV/Å)')
         name = evaluation_name(campaign, process)
         section.figures.append(
             drawer.save(fig, f'reliability_{process.pk}', f'Reliability curve, {name} ({cal.get("n_atoms")} atoms).')
@@ -443,9 +446,7 @@ def ga_section(campaign: Campaign, drawer: Drawer) -> Section:
             ]
         )
     ax.set_yscale('log')
-    ax.set_xlabel('energy evaluations')
-    ax.set_ylabel('best energy − final best + 0.01 (meV/f.u.)')
-    ax.legend(fontsize=7, ncol=2)
+    finish_axes(ax, 'energy evaluations', 'best energy − final best + 0.01 (meV/f.u.)', ncol=2)
     section.figures.append(drawer.save(fig, 'ga_convergence', 'Best committee-mean energy found vs evaluations.'))
     section.blocks.append(
         table(['x', 'GA', 'evaluations', 'generations', 'converged', 'stop reason', 'best spread (eV)'], rows)
@@ -484,9 +485,7 @@ def ranking_section(campaign: Campaign, drawer: Drawer) -> Section:
             ]
         )
     ax.plot([0, top * 1.05 + 1], [0, top * 1.05 + 1], 'k--', lw=0.8)
-    ax.set_xlabel('DFT relative energy (meV/f.u.)')
-    ax.set_ylabel('model relative energy (meV/f.u.)')
-    ax.legend(fontsize=7)
+    finish_axes(ax, 'DFT relative energy (meV/f.u.)', 'model relative energy (meV/f.u.)')
     section.figures.append(drawer.save(fig, 'ranking', 'Candidates of each Li content verified by DFT.'))
     section.blocks.append(
         table(['Li content', 'candidates', 'MAE (meV/f.u.)', 'Spearman ρ', 'DFT ground state = model'], rows)
@@ -511,9 +510,7 @@ def hull_section(campaign: Campaign, drawer: Drawer) -> Section:
         err = [1000 * (r['formation_energy_spread_eV_per_fu'] or 0.0) for r in rows]
         ax.errorbar(xs, ys, yerr=err, fmt='o', color=COLOURS[0], capsize=3, label='best ordering (committee ± σ)')
         ax.plot(hull['hull_x_li'], [1000 * y for y in hull['hull_eV_per_fu']], 'k-', lw=1, label='lower hull')
-        ax.set_xlabel('Li content x')
-        ax.set_ylabel('formation energy (meV/f.u.)')
-        ax.legend(fontsize=7)
+        finish_axes(ax, 'Li content x', 'formation energy (meV/f.u.)')
         section.figures.append(
             drawer.save(
                 fig, f'hull_{hull_node.pk}', f'Formation energies against x = 0 and x = 1, Dict <{hull_node.pk}>.'
@@ -616,9 +613,7 @@ def msd_section(campaign: Campaign, drawer: Drawer) -> Section:
                     ]
                 )
         ax.set_title(fmt_x(x))
-        ax.set_xlabel('lag (ps)')
-        ax.set_ylabel('MSD_xy (Å²)')
-        ax.legend(fontsize=7)
+        finish_axes(ax, 'lag (ps)', 'MSD_xy (Å²)')
     section.figures.append(
         drawer.save(
             fig, 'msd', 'In-plane Li MSD per temperature (solid) and the generalised least-squares fit (dotted).'
@@ -708,9 +703,7 @@ def arrhenius_section(campaign: Campaign, drawer: Drawer) -> Section:
     ax.axvline(1000 / 300, color='grey', ls=':', lw=1)
     ax.text(1000 / 300, ax.get_ylim()[0], ' 300 K', color='grey', va='bottom', fontsize=8)
     ax.set_yscale('log')
-    ax.set_xlabel('1000 / T (1/K)')
-    ax.set_ylabel('tracer D*_xy (cm²/s)')
-    ax.legend(fontsize=7)
+    finish_axes(ax, '1000 / T (1/K)', 'tracer D*_xy (cm²/s)')
     section.figures.append(
         drawer.save(
             fig,
@@ -773,10 +766,8 @@ def d300_section(campaign: Campaign, drawer: Drawer) -> Section:
         label='this campaign: MD tracer D*_xy (Arrhenius, 95 %)',
     )
     ax.set_yscale('log')
-    ax.set_xlabel('Li content x')
-    ax.set_ylabel('D at 300 K (cm²/s)')
     ax.set_xlim(-0.02, 1.05)
-    ax.legend(fontsize=6.5, loc='lower left')
+    finish_axes(ax, 'Li content x', 'D at 300 K (cm²/s)', fontsize=6.5, loc='lower left')
     section.figures.append(
         drawer.save(
             fig,
@@ -875,9 +866,7 @@ def neb_section(campaign: Campaign, drawer: Drawer) -> Section:
         if zero:
             ax.plot(coordinate, zero, '^:', color=COLOURS[4], label='zero-shot universal potential')
         ax.set_title(campaign.describe(process), fontsize=8)
-        ax.set_xlabel('reaction coordinate (Å)')
-        ax.set_ylabel('E − E_initial (eV)')
-        ax.legend(fontsize=7)
+        finish_axes(ax, 'reaction coordinate (Å)', 'E − E_initial (eV)')
         rows.append(
             [
                 campaign.describe(process),
