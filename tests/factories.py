@@ -175,3 +175,29 @@ def kill_daemon_hard(client) -> list[int]:
             pass
     psutil.wait_procs(procs, timeout=30)
     return [p.pid for p in procs]
+
+
+def active_learning_daemon_builder(nmcml_codes, tiny_foundation_model, max_iterations: int):
+    """The AL daemon tests' loop (tests/workflows/test_active_learning_daemon.py, test_active_learning_kill.py):
+    ``demo`` protocol, a committee of two tiny MACE models, one 8-atom LiNiO2 cell (Ni3+), two selected frames and one
+    held-out frame an iteration, 50 MD steps, one fine-tuning epoch, the code's pseudo family."""
+    from aiida_nmcml.data.model import MaceModel
+    from aiida_nmcml.structures import build_nmc, to_structure_data
+    from aiida_nmcml.testing import toymodel
+    from aiida_nmcml.workflows.active_learning import ActiveLearningWorkChain
+
+    committee = [MaceModel.get_or_create(tiny_foundation_model), MaceModel.get_or_create(toymodel.cached_tiny_mace(2))]
+    cell = to_structure_data(build_nmc([2, 1, 1], x_li=1.0, composition={'Ni': 1.0}, seed=0))  # 8 atoms, Ni3+
+    overrides = {
+        'parameters': {
+            'max_iterations': max_iterations, 'max_selected': 2, 'held_out_per_condition': 1, 'min_step_gap': 10,
+        },
+        'md': {'parameters': {'steps': 50, 'trajectory_stride': 10}},
+        'label': {'qe': {'pseudo_family': nmcml_codes['pseudo_family']}},
+        'finetune': {'train': {'parameters': {'max_num_epochs': 1}}},
+    }  # fmt: skip
+    return ActiveLearningWorkChain.get_builder_from_protocol(
+        engine_code=nmcml_codes['engine'], dft_code=nmcml_codes['pw'], train_code=nmcml_codes['mace_train'],
+        committee=committee, structures={'linio2': cell}, foundation_model=committee[0], protocol='demo',
+        overrides=overrides,
+    )  # fmt: skip

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from aiida import orm
 from aiida.common.links import LinkType
+from factories import active_learning_daemon_builder
 
-from aiida_nmcml.data.model import MaceModel
 from aiida_nmcml.workflows.active_learning import ActiveLearningWorkChain
 
 # In .ci/run since its first pass runs on two xdist workers (8 min here under load, on demand before).
@@ -24,23 +24,8 @@ def _positions(training_set):
 
 
 def test_two_iterations_then_continuation_repeats_nothing(nmcml_codes, tiny_foundation_model, submit_and_await):
-    from aiida_nmcml.structures import build_nmc, to_structure_data
-    from aiida_nmcml.testing import toymodel
-
-    committee = [MaceModel.get_or_create(tiny_foundation_model), MaceModel.get_or_create(toymodel.cached_tiny_mace(2))]
-    cell = to_structure_data(build_nmc([2, 1, 1], x_li=1.0, composition={'Ni': 1.0}, seed=0))  # 8 atoms, Ni3+
+    builder = active_learning_daemon_builder(nmcml_codes, tiny_foundation_model, max_iterations=2)
     group_label = f'al_test_{orm.Str("x").store().uuid[:8]}'
-    overrides = {
-        'parameters': {'max_iterations': 2, 'max_selected': 2, 'held_out_per_condition': 1, 'min_step_gap': 10},
-        'md': {'parameters': {'steps': 50, 'trajectory_stride': 10}},
-        'label': {'qe': {'pseudo_family': nmcml_codes['pseudo_family']}},
-        'finetune': {'train': {'parameters': {'max_num_epochs': 1}}},
-    }
-    builder = ActiveLearningWorkChain.get_builder_from_protocol(
-        engine_code=nmcml_codes['engine'], dft_code=nmcml_codes['pw'], train_code=nmcml_codes['mace_train'],
-        committee=committee, structures={'linio2': cell}, foundation_model=committee[0], protocol='demo',
-        overrides=overrides,
-    )  # fmt: skip
     builder.group_label = orm.Str(group_label)
     node = submit_and_await(builder, timeout=3600)
     # iteration budget exhausted: 760 with every output attached

@@ -18,10 +18,7 @@ import time
 import numpy as np
 import pytest
 from aiida import orm
-from factories import kill_daemon_hard
-
-from aiida_nmcml.data.model import MaceModel
-from aiida_nmcml.workflows.active_learning import ActiveLearningWorkChain
+from factories import active_learning_daemon_builder, kill_daemon_hard
 
 PW = 'aiida.calculations:quantumespresso.pw'
 
@@ -67,22 +64,9 @@ def _diagnosis(node, daemon_client) -> str:
 def test_daemon_killed_mid_iteration_repeats_no_dft(nmcml_codes, tiny_foundation_model, started_daemon_client):
     from aiida.engine import submit
 
-    from aiida_nmcml.structures import build_nmc, layered_parent, to_structure_data
-    from aiida_nmcml.testing import toymodel
+    from aiida_nmcml.structures import layered_parent, to_structure_data
 
-    committee = [MaceModel.get_or_create(tiny_foundation_model), MaceModel.get_or_create(toymodel.cached_tiny_mace(2))]
-    cell = to_structure_data(build_nmc([2, 1, 1], x_li=1.0, composition={'Ni': 1.0}, seed=0))  # 8 atoms, Ni3+
-    overrides = {
-        'parameters': {'max_iterations': 1, 'max_selected': 2, 'held_out_per_condition': 1, 'min_step_gap': 10},
-        'md': {'parameters': {'steps': 50, 'trajectory_stride': 10}},
-        'label': {'qe': {'pseudo_family': nmcml_codes['pseudo_family']}},
-        'finetune': {'train': {'parameters': {'max_num_epochs': 1}}},
-    }
-    builder = ActiveLearningWorkChain.get_builder_from_protocol(
-        engine_code=nmcml_codes['engine'], dft_code=nmcml_codes['pw'], train_code=nmcml_codes['mace_train'],
-        committee=committee, structures={'linio2': cell}, foundation_model=committee[0], protocol='demo',
-        overrides=overrides,
-    )  # fmt: skip
+    builder = active_learning_daemon_builder(nmcml_codes, tiny_foundation_model, max_iterations=1)
     builder.lattice_structures = {'x1': to_structure_data(layered_parent(primitive=False))}
     builder.lattice_check = {'reference': {'x1': {'a': 2.87, 'c': 14.2}}, 'fmax': 0.03, 'max_steps': 100}
     node = submit(builder)
