@@ -26,17 +26,9 @@ def committee_models(tiny_foundation_model, second_tiny_model) -> list[pathlib.P
 @pytest.fixture
 def small_cell():
     """A 32-atom LiNiO2-type cell (2x2x2 rhombohedral) with a little Mn and Co: the size the tests run MD on."""
-    from ase.build import make_supercell
+    from aiida_nmcml.testing.cells import small_cell as build
 
-    from aiida_nmcml.structures import layered_parent
-
-    atoms = make_supercell(layered_parent(), [[2, 0, 0], [0, 2, 0], [0, 0, 2]])
-    symbols = atoms.get_chemical_symbols()
-    tm = [i for i, s in enumerate(symbols) if s == 'Ni']
-    symbols[tm[0]] = 'Mn'
-    symbols[tm[3]] = 'Co'
-    atoms.set_chemical_symbols(symbols)
-    return atoms
+    return build()
 
 
 @pytest.fixture
