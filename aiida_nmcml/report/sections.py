@@ -41,6 +41,14 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     blocks: list[str] = field(default_factory=list)  # HTML: paragraphs and tables (already escaped)
 
+    def found(self, items, missing: str) -> bool:
+        """True, and the section ran, if there are ``items`` to show; else False, with ``missing`` as the reason."""
+        if items:
+            self.ran = True
+            return True
+        self.missing = missing
+        return False
+
 
 class Drawer:
     """Saves figures into the report folder with unique, stable names."""
@@ -144,10 +152,10 @@ def evaluation_name(campaign: Campaign, process: orm.CalcJobNode) -> str:
 def parity_section(campaign: Campaign, drawer: Drawer) -> Section:
     section = Section('parity', 'Parity: committee vs DFT (energy, forces, stress)')
     evaluations = labelled_evaluations(campaign)
-    if not evaluations:
-        section.missing = 'No committee evaluation on labelled frames in this campaign (nmcml.evaluate did not run).'
+    if not section.found(
+        evaluations, 'No committee evaluation on labelled frames in this campaign (nmcml.evaluate did not run).'
+    ):
         return section
-    section.ran = True
     rows = []
     for process in evaluations:
         arrays = campaign.outs(process)['predictions']
@@ -249,10 +257,8 @@ def training_frames(campaign: Campaign, process: orm.CalcJobNode) -> int | None:
 def learning_curve_section(campaign: Campaign, drawer: Drawer) -> Section:
     section = Section('learning', 'Learning curve: held-out error vs DFT calls')
     evaluations = [p for p in labelled_evaluations(campaign) if 'universal_potential' not in campaign.ins(p)]
-    if not evaluations:
-        section.missing = 'No committee evaluation on held-out labelled frames in this campaign.'
+    if not section.found(evaluations, 'No committee evaluation on held-out labelled frames in this campaign.'):
         return section
-    section.ran = True
     dft = [p for p in campaign.dft_calculations() if p.is_finished_ok]
     use_dft = bool(dft)
     series: dict[str, list] = {}
@@ -305,10 +311,8 @@ def active_learning_section(campaign: Campaign, drawer: Drawer) -> Section:
     """Per iteration of ``nmcml.active_learning``: its ``iteration_metrics`` (scalar entries) and the stopping rule."""
     section = Section('active_learning', 'Active learning: iterations and stopping rule')
     nodes = [p for p in campaign.of('active_learning') if campaign.outs(p)]
-    if not nodes:
-        section.missing = 'Active learning (nmcml.active_learning) did not run in this campaign.'
+    if not section.found(nodes, 'Active learning (nmcml.active_learning) did not run in this campaign.'):
         return section
-    section.ran = True
     for process in nodes:
         outputs = campaign.outs(process)
         metrics = {
@@ -331,13 +335,12 @@ def reliability_section(campaign: Campaign, drawer: Drawer) -> Section:
     nodes = [
         p for p in campaign.of('evaluate') if 'reliability' in campaign.outs(p) and 'calibration' in campaign.outs(p)
     ]
-    if not nodes:
-        section.missing = (
-            'No calibration output: no committee (≥ 2 models) was evaluated on labelled frames, or its spread was '
-            'negligible (exit code 730) and calibration was refused.'
-        )
+    missing = (
+        'No calibration output: no committee (≥ 2 models) was evaluated on labelled frames, or its spread was '
+        'negligible (exit code 730) and calibration was refused.'
+    )
+    if not section.found(nodes, missing):
         return section
-    section.ran = True
     rows = []
     for process in nodes:
         curve = campaign.outs(process)['reliability']
@@ -411,10 +414,8 @@ def ga_section(campaign: Campaign, drawer: Drawer) -> Section:
 
     section = Section('ga', 'Genetic search: convergence')
     nodes = [p for p in campaign.of('ga') if 'history' in campaign.outs(p) and 'output_parameters' in campaign.outs(p)]
-    if not nodes:
-        section.missing = 'The genetic search (nmcml.ga / nmcml.search) did not run in this campaign.'
+    if not section.found(nodes, 'The genetic search (nmcml.ga / nmcml.search) did not run in this campaign.'):
         return section
-    section.ran = True
     fig, axes = drawer.new(7.0, 3.4)
     ax = axes[0][0]
     rows = []
@@ -463,10 +464,10 @@ def ranking_section(campaign: Campaign, drawer: Drawer) -> Section:
         for key, entry in campaign.outs(process)['summary'].get_dict().items():
             if entry.get('verification'):
                 entries.append((key, entry['verification'], process))
-    if not entries:
-        section.missing = 'No DFT verification of GA candidates (nmcml.search with verify_with_dft) in this campaign.'
+    if not section.found(
+        entries, 'No DFT verification of GA candidates (nmcml.search with verify_with_dft) in this campaign.'
+    ):
         return section
-    section.ran = True
     fig, axes = drawer.new(5.0, 4.2)
     ax = axes[0][0]
     rows = []
@@ -496,10 +497,8 @@ def ranking_section(campaign: Campaign, drawer: Drawer) -> Section:
 def hull_section(campaign: Campaign, drawer: Drawer) -> Section:
     section = Section('hull', 'Formation energies and convex hull')
     hulls = [campaign.outs(p)['result'] for p in campaign.of('convex_hull') if 'result' in campaign.outs(p)]
-    if not hulls:
-        section.missing = 'No convex hull: the search (with its x = 0 and x = 1 end members) did not run.'
+    if not section.found(hulls, 'No convex hull: the search (with its x = 0 and x = 1 end members) did not run.'):
         return section
-    section.ran = True
     for hull_node in hulls:
         hull = hull_node.get_dict()
         rows = sorted(hull['contents'].values(), key=lambda r: r['x_li'])
@@ -581,10 +580,8 @@ def diffusion_points(campaign: Campaign) -> list[dict]:
 def msd_section(campaign: Campaign, drawer: Drawer) -> Section:
     section = Section('msd', 'Mean squared displacement of Li (in-plane, relative to the framework)')
     points = diffusion_points(campaign)
-    if not points:
-        section.missing = 'No diffusion analysis (analyse_trajectories / nmcml.diffusion) in this campaign.'
+    if not section.found(points, 'No diffusion analysis (analyse_trajectories / nmcml.diffusion) in this campaign.'):
         return section
-    section.ran = True
     contents = sorted({p['x'] for p in points}, key=lambda x: -1 if x is None else x)
     fig, axes = drawer.new(min(4.0 * len(contents), 12.0), 3.4, ncols=len(contents))
     temperatures = sorted({p['T'] or 0 for p in points})
@@ -652,10 +649,8 @@ def arrhenius_fits(campaign: Campaign) -> list[dict]:
 def arrhenius_section(campaign: Campaign, drawer: Drawer) -> Section:
     section = Section('arrhenius', 'Arrhenius plot with 95 % credible bands')
     fits = arrhenius_fits(campaign)
-    if not fits:
-        section.missing = 'No Arrhenius fit (needs D at ≥ 2 temperatures for one Li content).'
+    if not section.found(fits, 'No Arrhenius fit (needs D at ≥ 2 temperatures for one Li content).'):
         return section
-    section.ran = True
     fig, axes = drawer.new(6.5, 4.0)
     ax = axes[0][0]
     rows = []
@@ -741,10 +736,8 @@ def arrhenius_section(campaign: Campaign, drawer: Drawer) -> Section:
 def d300_section(campaign: Campaign, drawer: Drawer) -> Section:
     section = Section('d300', 'D(x) at 300 K against experiment (tracer vs chemical)')
     fits = [f for f in arrhenius_fits(campaign) if f['x'] is not None]
-    if not fits:
-        section.missing = 'No Arrhenius fit with a known Li content: D(300 K) cannot be placed on x.'
+    if not section.found(fits, 'No Arrhenius fit with a known Li content: D(300 K) cannot be placed on x.'):
         return section
-    section.ran = True
     fig, axes = drawer.new(6.5, 4.0)
     ax = axes[0][0]
     yang = references.YANG_2012
@@ -836,10 +829,8 @@ def dft_profile(campaign: Campaign, process: orm.CalcJobNode) -> tuple[list, lis
 def neb_section(campaign: Campaign, drawer: Drawer) -> Section:
     section = Section('neb', 'Migration barriers: NEB profiles, model vs DFT')
     nodes = [p for p in campaign.of('neb') if 'output_parameters' in campaign.outs(p)]
-    if not nodes:
-        section.missing = 'No NEB (nmcml.neb / nmcml.barrier) in this campaign.'
+    if not section.found(nodes, 'No NEB (nmcml.neb / nmcml.barrier) in this campaign.'):
         return section
-    section.ran = True
     rows = []
     fig, axes = drawer.new(min(4.2 * len(nodes), 12.6), 3.4, ncols=min(len(nodes), 3), nrows=math.ceil(len(nodes) / 3))
     flat = [ax for row in axes for ax in row]
