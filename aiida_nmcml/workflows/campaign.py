@@ -401,6 +401,22 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
         uuid = self.ctx.reuse.get(stage)
         return orm.load_node(uuid) if uuid else None
 
+    def _skipped(self, stage: str, reuse) -> bool:
+        """Skip ``stage`` (True) when an earlier run of it is reused (``reuse(node)`` takes over its results), it is
+        disabled or its work chain is not installed; False when it is to run."""
+        node = self._reused(stage)
+        if node is not None:
+            reuse(node)
+            self._skip(stage, f'reused from <{node.pk}>')
+            return True
+        if not self._params(stage)['enabled']:
+            self._skip(stage, 'disabled')
+            return True
+        if not stage_available(stage):
+            self._skip(stage, f'not available ({STAGE_ENTRY_POINTS[stage]} is not installed)')
+            return True
+        return False
+
     def set_group_label(self, builder, stage_class) -> None:
         """``group_label`` = the campaign name for stage chains that take one (they add ``/<stage>`` themselves:
         ``C/active_learning/iter_NN``, ``C/diffusion``, ``C/barriers``); the others' nodes are grouped here."""
@@ -581,18 +597,15 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
         if self.ctx.seeds:
             self._skip('search', 'search_candidates given')
             return False
-        node = self._reused('search')
-        if node is not None:
-            self.ctx.seeds = flatten_candidates(node, self.ctx.parameters['li_contents'])
-            self._skip('search', f'reused from <{node.pk}>')
-            return False
-        if not self._params('search')['enabled']:
-            self._skip('search', 'disabled')
+        if self._skipped('search', self._reuse_search):
             return False
         if not self.ctx.committee:
             self._skip('search', 'no committee (final committee given)')
             return False
         return True
+
+    def _reuse_search(self, node) -> None:
+        self.ctx.seeds = flatten_candidates(node, self.ctx.parameters['li_contents'])
 
     def run_search(self):
         self._set_stage('search', 'running')
@@ -639,18 +652,10 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
         if self.ctx.final_committee:
             self._skip('active_learning', 'final_committee given')
             return False
-        node = self._reused('active_learning')
-        if node is not None:
-            self.ctx.final_committee = active_learning_committee(node)
-            self._skip('active_learning', f'reused from <{node.pk}>')
-            return False
-        if not self._params('active_learning')['enabled']:
-            self._skip('active_learning', 'disabled')
-            return False
-        if not stage_available('active_learning'):
-            self._skip('active_learning', 'not available (nmcml.active_learning is not installed)')
-            return False
-        return True
+        return not self._skipped('active_learning', self._reuse_active_learning)
+
+    def _reuse_active_learning(self, node) -> None:
+        self.ctx.final_committee = active_learning_committee(node)
 
     def run_active_learning(self):
         self._set_stage('active_learning', 'running')
@@ -682,16 +687,11 @@ class CampaignWorkChain(ProtocolMixin, WorkChain):
             return None
         futures = {}
         for stage, make in (('diffusion', diffusion_builder), ('barriers', barrier_builder)):
-            node = self._reused(stage)
-            if node is not None:
-                self._skip(stage, f'reused from <{node.pk}>')
-                self.ctx[f'{stage}_node'] = node
-                continue
-            if not self._params(stage)['enabled']:
-                self._skip(stage, 'disabled')
-                continue
-            if not stage_available(stage):
-                self._skip(stage, f'not available ({STAGE_ENTRY_POINTS[stage]} is not installed)')
+
+            def reuse(node, key=f'{stage}_node'):
+                self.ctx[key] = node
+
+            if self._skipped(stage, reuse):
                 continue
             if not self._transport_committee():
                 self._skip(stage, 'no committee')

@@ -173,3 +173,23 @@ def test_continue_reuses_the_finished_stages(generate_workchain, campaign_inputs
     assert cw.validate_inputs({**campaign_inputs('x'), 'reuse': builder.reuse}, None) is None
     with pytest.raises(ValueError, match='is not a campaign'):
         cw.continue_builder(labels)
+
+
+def test_disabled_and_reused_stages_are_skipped(generate_workchain, campaign_inputs, tiny_foundation_model):
+    """Search and active learning disabled, diffusion reused from an earlier run, barriers disabled: each is skipped
+    with its reason and the reused node is handed on."""
+    model = MaceModel.get_or_create(tiny_foundation_model)
+    process = generate_workchain('nmcml.campaign', campaign_inputs('test/campaign/disabled', committee={'m0': model}))
+    process.setup()
+    for stage in ('search', 'active_learning', 'barriers'):
+        process.ctx.parameters['stages'][stage]['enabled'] = False
+    earlier = orm.WorkflowNode().store()
+    process.ctx.reuse['diffusion'] = earlier.uuid
+    assert process.should_run_search() is False
+    assert process.should_run_active_learning() is False
+    process.run_transport()
+    assert process.ctx.diffusion_node.uuid == earlier.uuid
+    assert 'barriers_node' not in process.ctx
+    stages = process.node.base.extras.get(cw.EXTRAS_KEY)['stages']
+    assert stages['search'] == stages['active_learning'] == stages['barriers'] == 'skipped: disabled'
+    assert stages['diffusion'] == f'skipped: reused from <{earlier.pk}>'
