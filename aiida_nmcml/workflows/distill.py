@@ -204,6 +204,8 @@ def distill_key(protocol: str, teacher: str) -> str:
                 for name in ('sample_configurations', '_end_members', '_perturb', '_clean', 'label_atoms', 'teacher_md')
             ).encode()
         ).hexdigest(),
+        # the sampler's defaults fill what a protocol leaves out: a changed default is a changed recipe
+        'sample_defaults': SAMPLE_SCHEMA.with_defaults({}),
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
