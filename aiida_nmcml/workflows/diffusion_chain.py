@@ -201,6 +201,8 @@ PARAMETERS = Section(
                 'migration_fraction': Field(float, default=0.5, min=0.0, min_exclusive=True, max=2.0,
                                             help='TM displacement along the normal, in TM-Li interlayer distances'),
                 'frame_stride': Field(int, default=1, min=1, help='check every k-th frame'),
+                'max_npt_volume_change': Field(float, default=0.15, min=0.0, min_exclusive=True,
+                                               help='|mean NPT volume / start - 1| above which the run is left out'),
             }
         ),
         'model_check': Section(
@@ -514,6 +516,12 @@ class DiffusionWorkChain(ProtocolMixin, WorkChain):
                 self.report(f'run {key}: {self.ctx.status[key]}; left out')
                 continue
             cell = functions.production_cell(trajectory=node.outputs.trajectory, fraction=fraction)
+            change = cell.base.attributes.get('nmcml_npt_average')['volume_change']
+            runaway = functions.npt_runaway(change, self.ctx.params['checks']['max_npt_volume_change'])
+            if runaway:
+                self.ctx.status[key] = runaway
+                self.report(f'run {key}: {runaway}; left out')
+                continue
             self.ctx.production_structures[key] = cell.uuid
 
     def run_production(self):

@@ -222,6 +222,12 @@ def test_inspect_run_production_cell_and_table(aiida_profile, nmc_frames):
     expected = np.mean([f.cell.array for f in stretched[5:]], axis=0)
     assert np.allclose(cell.cell, expected)
     assert cell.base.attributes.get('nmcml_sublattice') == [str(s) for s in nmc_frames[0].arrays['sublattice']]
+    # linear scale 1 + 0.01 i: the mean volume of the last half against the first frame
+    change = cell.base.attributes.get('nmcml_npt_average')['volume_change']
+    assert change == pytest.approx(np.mean([(1 + 0.01 * i) ** 3 for i in range(5, len(stretched))]) - 1)
+    assert functions.npt_runaway(change, 0.3) is None and 'ran away' in functions.npt_runaway(change, 0.15)  # +23 %
+    assert 'ran away' in functions.npt_runaway(4.4, 0.15)  # the demo foundation's 675 -> 3655 Å^3
+    assert 'ran away' in functions.npt_runaway(-0.3, 0.15)  # a collapse as well
 
     runs = build_grid({**GRID, 'li_contents': [0.5], 'n_replicas': 2}, n_models=1)
     dropped = {'x0_5000_T0800_r1': 'NPT equilibration failed'}
@@ -298,7 +304,8 @@ def test_two_temperatures_on_the_daemon(nmcml_codes, committee, submit_and_await
                            'tdamp_fs': 20.0, 'uncertainty': {'stride': 10},
                            'stop': {'hard_limit': None, 'max_temperature': None}},
             'analysis': {'start_fs': 4.0, 'n_lags': 10, 'n_samples': 200},
-            'checks': {'trust_upper': 10.0},
+            # the toy committee is not a potential: its NPT cell moves by more than the physical 15 % in 20 fs
+            'checks': {'trust_upper': 10.0, 'max_npt_volume_change': 10.0},
         }
     }  # fmt: skip
     builder = DiffusionWorkChain.get_builder_from_protocol(
