@@ -7,7 +7,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
 aiida-nmcml setup --daemon
 aiida-nmcml setup --check
-# The offline foundation model: distilled from CHGNet once per machine (<= 15 min on 2 cores), reused afterwards.
+# The offline foundation model (distilled from CHGNet): the demo one ships in the package and is imported in seconds;
+# distilled anew (~11 min on 2 cores) only when its recipe changed.
 # Skipped when the demo is given --foundation (e.g. a downloaded mace-mp-0 file).
 case " $* " in
     *" --foundation "*|*" --foundation="*) ;;
