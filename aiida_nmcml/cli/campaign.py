@@ -381,13 +381,9 @@ def distilled_foundation(daemon: bool):
     """The offline foundation (distilled from CHGNet): reused when made before, else distilled on the daemon now."""
     from aiida.engine.daemon.client import get_daemon_client
 
-    from ..workflows.distill import find_distilled, get_or_distill_foundation, machine_cache_dir, shipped_foundation
+    from ..workflows.distill import find_distilled, get_or_distill_foundation, importable_model_files
 
-    if (
-        find_distilled('demo') is None
-        and not any(machine_cache_dir().glob('distilled-chgnet-demo-*.model'))
-        and shipped_foundation('demo') is None
-    ):
+    if find_distilled('demo') is None and not importable_model_files('demo'):
         if not get_daemon_client().is_daemon_running:
             echo.echo_critical(
                 'no foundation model: give --foundation FILE|NAME, or start the daemon (`verdi daemon start`) so the '

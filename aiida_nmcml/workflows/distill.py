@@ -220,7 +220,12 @@ def machine_cache_dir() -> pathlib.Path:
 SHIPPED_DIR = pathlib.Path(__file__).resolve().parent.parent / 'resources' / 'foundation'
 
 
-def shipped_foundation(protocol: str, teacher: str = 'chgnet') -> pathlib.Path | None:
+def model_filename(protocol: str, teacher: str, key: str) -> str:
+    """The file name of a distilled model of recipe ``key``, in the machine cache and in the package alike."""
+    return f'distilled-{teacher}-{protocol}-{key}.model'
+
+
+def shipped_foundation(protocol: str, teacher: str = 'chgnet', key: str | None = None) -> pathlib.Path | None:
     """The distilled model of this exact recipe shipped inside the package, if any (only ``demo`` is shipped).
 
     Why: distilling the demo foundation takes 10-18 min on two cores, most of the README's first command on a fresh
@@ -229,8 +234,28 @@ def shipped_foundation(protocol: str, teacher: str = 'chgnet') -> pathlib.Path |
     (:func:`distill_key`), so a recipe edited without rebuilding it is never used: the demo then distils anew.
     ``NMCML_SKIP_MACHINE_CACHE`` (``foundation distill --force``) skips it as it skips the machine cache.
     """
-    path = SHIPPED_DIR / f'distilled-{teacher}-{protocol}-{distill_key(protocol, teacher)}.model'
+    path = SHIPPED_DIR / model_filename(protocol, teacher, key or distill_key(protocol, teacher))
     return path if path.is_file() else None
+
+
+def importable_model_files(protocol: str, teacher: str = 'chgnet', key: str | None = None) -> list:
+    """``(path, where)`` of the model files of this exact recipe that can be imported instead of distilling, in the
+    order :func:`get_or_distill_foundation` tries them (machine cache, then the package); each has its ``.json``.
+    Empty under ``NMCML_SKIP_MACHINE_CACHE``."""
+    import os
+
+    if os.environ.get('NMCML_SKIP_MACHINE_CACHE'):
+        return []
+    key = key or distill_key(protocol, teacher)
+    candidates = (
+        (machine_cache_dir() / model_filename(protocol, teacher, key), 'cached on this machine'),
+        (shipped_foundation(protocol, teacher, key), 'shipped with aiida-nmcml'),
+    )
+    return [
+        (path, where)
+        for path, where in candidates
+        if path is not None and path.is_file() and path.with_suffix('.json').is_file()
+    ]
 
 
 def find_distilled(protocol: str, teacher: str = 'chgnet') -> MaceModel | None:
@@ -251,7 +276,6 @@ def get_or_distill_foundation(
     (``nmcml_teacher``) still name the teacher, its version and weights hash, and its ``source`` says where it came
     from.
     """
-    import os
     import shutil
     import time
 
@@ -262,21 +286,19 @@ def get_or_distill_foundation(
     if found is not None:
         echo(f'reusing distilled foundation model <{found.pk}> ({protocol}, {teacher}, sha256 {found.sha256[:12]})')
         return found
-    cached = machine_cache_dir() / f'distilled-{teacher}-{protocol}-{key}.model'
+    importable = importable_model_files(protocol, teacher, key)
+    if importable:
+        path, where = importable[0]
+        teacher_info = json.loads(path.with_suffix('.json').read_text())
+        node = MaceModel.find_by_hash(_sha(path))
+        if node is None:
+            node = MaceModel.from_file(path, source=f'distilled:{teacher}:{protocol} ({where})')
+            node.store()
+        node.base.extras.set_many({EXTRAS_TEACHER: teacher_info, EXTRAS_PROTOCOL: protocol, EXTRAS_KEY: key})
+        echo(f'imported the distilled foundation model {where}: <{node.pk}> from {path}')
+        return node
+    cached = machine_cache_dir() / model_filename(protocol, teacher, key)
     meta = cached.with_suffix('.json')
-    shipped = shipped_foundation(protocol, teacher)
-    if not os.environ.get('NMCML_SKIP_MACHINE_CACHE'):
-        for path, where in ((cached, 'cached on this machine'), (shipped, 'shipped with aiida-nmcml')):
-            if path is None or not path.is_file() or not path.with_suffix('.json').is_file():
-                continue
-            teacher_info = json.loads(path.with_suffix('.json').read_text())
-            node = MaceModel.find_by_hash(_sha(path))
-            if node is None:
-                node = MaceModel.from_file(path, source=f'distilled:{teacher}:{protocol} ({where})')
-                node.store()
-            node.base.extras.set_many({EXTRAS_TEACHER: teacher_info, EXTRAS_PROTOCOL: protocol, EXTRAS_KEY: key})
-            echo(f'imported the distilled foundation model {where}: <{node.pk}> from {path}')
-            return node
     from ..setup import ensure_environment
 
     codes = ensure_environment()
