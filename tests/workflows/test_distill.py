@@ -188,10 +188,10 @@ def test_the_shipped_demo_model_is_the_current_recipe_and_loads():
     meta = json.loads(path.with_suffix('.json').read_text())
     assert meta['model_sha256'] == sha256_file(path) and meta['name'] == 'chgnet'
     assert meta['distill_key'] == distill.distill_key('demo', 'chgnet')
-    from mace.calculators import MACECalculator
+    from aiida_nmcml.engine.common import mace_calculator
 
     atoms = bulk('NiO', 'rocksalt', a=4.17).repeat((2, 1, 1))
-    atoms.calc = MACECalculator(model_paths=str(path), device='cpu', default_dtype='float64')
+    atoms.calc = mace_calculator(path)
     assert np.isfinite(atoms.get_potential_energy()) and np.abs(atoms.get_forces()).max() < 1e-3  # symmetric cell
 
 
