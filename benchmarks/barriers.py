@@ -104,7 +104,11 @@ def relaxed_host(calculator, repeats, fmax: float, steps: int, cell_repeats=None
         'relaxed_in': list(cell_repeats or repeats),
         'cell_before': [round(float(v), 4) for v in record['cellpar_before']],
         'cell_after': [round(float(v), 4) for v in record['cellpar_after']],
-        **({'cell_after_small': [round(float(v), 4) for v in record['cellpar_after_small']]} if cell_repeats else {}),
+        **(
+            {'cell_after_small': [round(float(v), 4) for v in record['cellpar_after_small']]}
+            if 'cellpar_after_small' in record  # only when the small cell was tiled
+            else {}
+        ),
         'energy_per_atom_eV': round(record['energy'] / n_atoms, 5),
         'max_stress_GPa': round(record['max_stress_GPa'], 3),
         'steps': record['steps'],
