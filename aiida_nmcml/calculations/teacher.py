@@ -4,6 +4,10 @@ The job runs ``aiida-nmcml-engine label`` (:mod:`aiida_nmcml.engine.teacher`). I
 teacher's name, version and weights sha256 on every frame and in the node's ``teacher`` attribute, and the ``teacher``
 Dict output is the same identity as a node, so a model trained on it names its teacher through the graph.
 Teacher labels are never DFT: ``engine='teacher'`` in every frame keeps them out of DFT TrainingSets.
+
+With one ``models`` entry (a student MACE model) and ``parameters.explore``, the student runs NPT MD from every
+frame and the teacher labels what it visits (:mod:`aiida_nmcml.engine.teacher_explore`): the refinement rounds of
+``nmcml.distill``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from ..common import exit_codes
 from ..common.schema import Field, Section, port_validator
 from ..data.trainingset import TrainingSet
 from ..engine.teacher import (
+    EXPLORE_SCHEMA,
     IDENTITY_FILENAME,
     LABELLED_FILENAME,
     MD_SCHEMA,
@@ -36,6 +41,7 @@ PARAMETERS_SCHEMA = Section(
             help='frames with a larger teacher force are dropped and listed',
         ),
         'md': MD_SCHEMA,
+        'explore': EXPLORE_SCHEMA,
     }
 )
 
@@ -74,15 +80,18 @@ class TeacherLabelCalculation(EngineCalculation):
     def validate_inputs(inputs, ctx):
         if 'frames' not in ctx:
             return None
-        if inputs.get('models'):
-            return 'give no `models`: the teacher labels the frames'
+        models = inputs.get('models') or {}
+        if len(models) > 1:
+            return 'give at most one model: the student whose NPT runs the teacher labels (`parameters.explore`)'
+        explore = (inputs['parameters'].get_dict() if 'parameters' in inputs else {}).get('explore', {})
+        if explore.get('steps') and explore.get('temperatures_K') and not models:
+            return '`parameters.explore` needs the student: give it as `models`'
         frames = inputs.get('frames')
         if frames is not None and not frames.num_frames:
             return 'the frames TrainingSet is empty'
         return None
 
     def write_inputs(self, folder, config: dict) -> dict:
-        config.pop('models', None)
         config['frames'] = FRAMES_FILENAME
         config['teacher'] = self.inputs.teacher.value
         return config

@@ -212,6 +212,10 @@ _ENTRIES = (
     ),
     ExitCodeEntry(562, 'ERROR_STUDENT_TRAINING_FAILED', 'MACE training failed: {message}', ('nmcml.distill',)),
     ExitCodeEntry(
+        563, 'ERROR_STUDENT_EXPLORATION_FAILED',
+        'Refinement round {round}: the student exploration job failed: {message}', ('nmcml.distill',),
+    ),
+    ExitCodeEntry(
         585, 'ERROR_NO_DIFFUSION_DATA',
         'no (T, x) point has an in-domain run to analyse (runs failed or flagged; see `table` and the report): '
         '{reasons}',
@@ -296,6 +300,13 @@ _ENTRIES = (
         'NEB not converged: {message}', ('nmcml.neb',),
         engine_status='neb_not_converged', engine_exit=32,
         remedy='none: the images and energies so far are attached',
+    ),
+    ExitCodeEntry(
+        750, 'ERROR_STUDENT_CELL_RUNAWAY',
+        'After {rounds} refinement round(s) the student still lets {stopped} of {runs} NPT cells run away (max '
+        '|V/V0 - 1| {change:.2f}): the model and data are attached; raise refine.rounds or the exploration steps.',
+        ('nmcml.distill',),
+        remedy='none: the model is attached; the diffusion chain refuses runs whose NPT cell runs away',
     ),
     ExitCodeEntry(
         770, 'ERROR_DIFFUSION_INCOMPLETE',

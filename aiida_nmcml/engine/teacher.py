@@ -17,9 +17,12 @@ Input::
     device: auto | cpu | cuda
     md: {temperatures_K: [...], steps: N, interval: k, timestep_fs: 1.0, friction: 0.02, seed: 0}
     max_force: 50.0             # eV/Å; frames the teacher gives larger forces are dropped (listed in the summary)
+    models: [{path, sha256}]    # optional, one: the student, which then runs `explore` from every input frame
+    explore: {temperatures_K: [...], steps: N, interval: k, max_volume_change: 0.3, ...}   # teacher_explore.py
 
 Outputs: ``labelled.xyz`` (the labelled frames, sampled ones first, then MD snapshots), ``teacher.json`` (the
-teacher's identity) and ``label_summary.json`` (counts, dropped frames, timings).
+teacher's identity) and ``label_summary.json`` (counts, dropped frames, timings, and with a student the exploration
+runs: volumes, stop reasons, the student's errors against the teacher on its own frames).
 
 The module also holds the sampler of Li–Ni–Mn–Co–O configurations (:func:`sample_configurations`): pure Python on
 :mod:`aiida_nmcml.structures`, so the work chain runs it in a calcfunction and the engine never needs AiiDA.
@@ -36,6 +39,7 @@ import numpy as np
 
 from ..common.schema import Field, Section
 from .common import EngineError, select_device, sha256sum, write_json
+from .teacher_explore import EXPLORE_SCHEMA, exploration_summary, student_explore
 
 LABELLED_FILENAME = 'labelled.xyz'
 IDENTITY_FILENAME = 'teacher.json'
@@ -59,9 +63,10 @@ LABEL_SCHEMA = Section(
         'frames': Field(str, default='frames.xyz'),
         'teacher': Field(str, default='chgnet', choices=TEACHERS),
         'device': Field(str, default='auto'),
-        'models': Field(list, default=[], max_length=0, help='none: the teacher is the model'),
+        'models': Field(list, default=[], max_length=1, help='none, or the student that drives `explore`'),
         'max_force': Field(float, default=50.0, min=0.0, min_exclusive=True, unit='eV/Å'),
         'md': MD_SCHEMA,
+        'explore': EXPLORE_SCHEMA,
     }
 )
 
@@ -350,6 +355,8 @@ def run(config: dict) -> None:
     if errors:
         raise EngineError('invalid_input', '; '.join(errors))
     config = LABEL_SCHEMA.with_defaults(config)
+    if config['explore']['steps'] and config['explore']['temperatures_K'] and not config['models']:
+        raise EngineError('invalid_input', 'explore needs the student: give one model')
     try:
         frames = read(config['frames'], index=':', format='extxyz')
     except FileNotFoundError as exc:
@@ -378,14 +385,16 @@ def run(config: dict) -> None:
     t0 = time.time()
     snapshots = teacher_md(seeds, calc, identity, config['md'])
     md_s = time.time() - t0
-    kept_snapshots = []
-    for frame in snapshots:
-        reason = _reject(frame, config['max_force'])
-        if reason:
-            dropped.append({'index': None, 'reason': f'teacher MD snapshot: {reason}'})
-        else:
-            kept_snapshots.append(frame)
-    everything = labelled + kept_snapshots
+    kept_snapshots = _keep(snapshots, config['max_force'], dropped, 'teacher MD snapshot')
+    explored, runs, t0 = [], [], time.time()
+    if config['models']:
+        from .common import make_calculator
+
+        student = make_calculator(config['models'], config['device'])
+        explored, runs = student_explore(frames, student, calc, identity, config['explore'])
+    explore_s = time.time() - t0
+    kept_explored = _keep(explored, config['max_force'], dropped, 'student MD frame')
+    everything = labelled + kept_snapshots + kept_explored
     if not everything:
         raise EngineError('invalid_input', f'no frame survived labelling: {dropped[:5]}')
     write(LABELLED_FILENAME, everything, format='extxyz')
@@ -397,16 +406,32 @@ def run(config: dict) -> None:
             'n_input': len(frames),
             'n_labelled': len(labelled),
             'n_md_snapshots': len(kept_snapshots),
+            'n_explore_frames': len(kept_explored),
             'n_dropped': len(dropped),
             'dropped': dropped,
             'teacher_load_s': load_s,
             'label_s': label_s,
             'md_s': md_s,
+            'explore_s': explore_s,
+            'explore_runs': runs,
+            'exploration': exploration_summary(runs) if runs else None,
             'md_steps_total': len(seeds) * len(config['md']['temperatures_K']) * config['md']['steps'],
             'atoms_evaluated_labelling': sum(len(a) for a in labelled),
-            'atoms_evaluated_total': atoms_evaluated,
+            'atoms_evaluated_total': atoms_evaluated + sum(len(a) for a in explored),
         },
     )
+
+
+def _keep(frames, max_force: float, dropped: list, what: str) -> list:
+    """The frames that pass :func:`_reject`; the others are listed in ``dropped`` with the reason."""
+    kept = []
+    for frame in frames:
+        reason = _reject(frame, max_force)
+        if reason:
+            dropped.append({'index': None, 'reason': f'{what}: {reason}'})
+        else:
+            kept.append(frame)
+    return kept
 
 
 def _reject(frame, max_force: float) -> str | None:

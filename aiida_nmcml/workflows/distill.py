@@ -10,7 +10,17 @@ Steps, every one in the graph::
     nmcml.teacher.label (CalcJob)       teacher labels + teacher-MD snapshots; frames name the teacher and its hash
     split_training_set (calcfunction)   deterministic train/valid split
     nmcml.mace.train (CalcJob)          MACE from scratch
+    refinement rounds (``refine.rounds``, DAgger):
+      exploration_seeds (calcfunction)  40-atom NMC811 cells across x
+      nmcml.teacher.label (CalcJob)     the *student* runs NPT MD from each seed, the teacher labels its frames
+      split + merge (calcfunctions)     the new frames join the train/valid sets
+      nmcml.mace.train (CalcJob)        MACE from scratch on the union
+      ... until the student holds every cell (a final exploration checks the last model)
     -> model                            extras ``nmcml_teacher`` (name, versions, weights sha256)
+
+Why refine: a student trained only on the teacher's configurations never saw the states its own errors lead to. The
+unrefined demo student let a 70-atom Li0.5NiO2 cell swell 5x in 0.6 ps of NPT at 800 K where CHGNet holds it
+(docs/foundation.md); the exploration's frames teach it the restoring force it lacked.
 
 :func:`get_or_distill_foundation` is what ``setup`` and the demo call: it reuses a finished distillation of the same
 protocol and teacher (in this profile, the model file cached on this machine, or the ``demo`` model shipped in
@@ -24,15 +34,16 @@ import json
 import pathlib
 
 from aiida import orm
-from aiida.engine import ToContext, WorkChain, calcfunction
+from aiida.engine import ToContext, WorkChain, calcfunction, if_, while_
 
 from ..calculations.teacher import TeacherLabelCalculation
 from ..calculations.train import MaceTrainCalculation
 from ..common import exit_codes
-from ..common.schema import port_validator
+from ..common.schema import Field, Section, port_validator
 from ..data.model import MaceModel
-from ..data.trainingset import TrainingSet
+from ..data.trainingset import TrainingSet, merge_trainingsets
 from ..engine.teacher import SAMPLE_SCHEMA
+from ..engine.teacher_explore import EXPLORE_SCHEMA, SEEDS_SCHEMA
 from ..protocols import ProtocolMixin
 from ..setup.computer import job_options
 from .finetune import split_training_set
@@ -41,6 +52,17 @@ EXTRAS_TEACHER = 'nmcml_teacher'
 EXTRAS_PROTOCOL = 'nmcml_distill_protocol'
 EXTRAS_KEY = 'nmcml_distill_key'
 
+REFINE_SCHEMA = Section(
+    {
+        'rounds': Field(
+            int, default=0, min=0, max=10, help='retrainings on student-explored frames (0: no refinement)'
+        ),
+        'seeds': SEEDS_SCHEMA,
+        'explore': EXPLORE_SCHEMA,
+    },
+    help='DAgger refinement: the student explores in NPT, the teacher labels, the student retrains',
+)
+
 
 @calcfunction
 def sample_frames(parameters: orm.Dict) -> TrainingSet:
@@ -48,6 +70,37 @@ def sample_frames(parameters: orm.Dict) -> TrainingSet:
     from ..engine.teacher import sample_configurations
 
     return TrainingSet.from_frames(sample_configurations(parameters.get_dict()))
+
+
+@calcfunction
+def exploration_seeds(parameters: orm.Dict) -> TrainingSet:
+    """The cells the student explores from (:func:`aiida_nmcml.engine.teacher_explore.exploration_seeds`)."""
+    from ..engine.teacher_explore import exploration_seeds as seeds
+
+    return TrainingSet.from_frames(seeds(parameters.get_dict()['seeds']))
+
+
+@calcfunction
+def refinement_record(**nodes) -> orm.Dict:
+    """Every exploration's verdict, the student's errors on its own frames, and the retrained model's validation
+    metrics, round by round. ``explore_NN``: the summary of exploration NN; ``metrics_NN``: the metrics of the model
+    retrained on its frames."""
+    rounds = []
+    for key in sorted(k for k in nodes if k.startswith('explore_')):
+        index = key.split('_')[1]
+        summary = nodes[key].get_dict()
+        metrics = nodes.get(f'metrics_{index}')
+        rounds.append(
+            {
+                'round': int(index),
+                'exploration': summary['exploration'],
+                'runs': [{k: v for k, v in run.items() if k != 'volumes_A3'} for run in summary['explore_runs']],
+                'frames_labelled': summary['n_explore_frames'],
+                'frames_dropped': summary['n_dropped'],
+                'retrained_validation': metrics.get_dict() if metrics is not None else None,
+            }
+        )
+    return orm.Dict({'rounds': rounds})
 
 
 class DistillWorkChain(ProtocolMixin, WorkChain):
@@ -65,6 +118,13 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
             validator=port_validator(SAMPLE_SCHEMA, 'sample'),
             help='Sampler settings (aiida_nmcml.engine.teacher.SAMPLE_SCHEMA).',
         )
+        spec.input(
+            'refine',
+            valid_type=orm.Dict,
+            default=lambda: orm.Dict({}),
+            validator=port_validator(REFINE_SCHEMA, 'refine'),
+            help='Refinement rounds (REFINE_SCHEMA): student NPT exploration labelled by the teacher, retraining.',
+        )
         spec.input('valid_fraction', valid_type=orm.Float, default=lambda: orm.Float(0.1))
         spec.input('seed', valid_type=orm.Int, default=lambda: orm.Int(1), help='Seed of the split and the training.')
         spec.expose_inputs(TeacherLabelCalculation, namespace='label', exclude=('frames',))
@@ -74,17 +134,43 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
             exclude=('training_set', 'validation_set', 'foundation_model', 'replay_set', 'seed'),
         )
         spec.inputs.validator = cls.validate_inputs
-        spec.outline(cls.sample, cls.run_label, cls.inspect_label, cls.run_train, cls.inspect_train, cls.results)
+        spec.outline(
+            cls.sample,
+            cls.run_label,
+            cls.inspect_label,
+            cls.run_train,
+            cls.inspect_train,
+            while_(cls.should_explore)(
+                cls.run_explore,
+                cls.inspect_explore,
+                if_(cls.should_retrain)(cls.run_train, cls.inspect_train),
+            ),
+            cls.results,
+        )
 
         spec.output('model', valid_type=MaceModel, help='The distilled MACE foundation model.')
         spec.output('training_set', valid_type=TrainingSet, help='Teacher-labelled frames the model trained on.')
         spec.output('validation_set', valid_type=TrainingSet, help='Held-out teacher-labelled frames.')
         spec.output('teacher_identity', valid_type=orm.Dict, help='Teacher name, versions and weights sha256.')
         spec.output('metrics', valid_type=orm.Dict, help='Training metrics of mace_run_train (vs the teacher).')
+        spec.output(
+            'refinement',
+            valid_type=orm.Dict,
+            required=False,
+            help='Per round: the student NPT runs (volumes, stop reasons), its errors vs the teacher on its own '
+            "frames, frames added, and the retrained model's validation metrics.",
+        )
         spec.default_output_node = 'metrics'
 
         # numbers and messages: the plugin's one exit-code table (docs/dev/exit_codes.md)
-        exit_codes.declare(spec, 'ERROR_LABELLING_FAILED', 'ERROR_TOO_FEW_FRAMES', 'ERROR_STUDENT_TRAINING_FAILED')
+        exit_codes.declare(
+            spec,
+            'ERROR_LABELLING_FAILED',
+            'ERROR_TOO_FEW_FRAMES',
+            'ERROR_STUDENT_TRAINING_FAILED',
+            'ERROR_STUDENT_EXPLORATION_FAILED',
+            'ERROR_STUDENT_CELL_RUNAWAY',
+        )
 
     @staticmethod
     def validate_inputs(inputs, _):
@@ -112,6 +198,7 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
         gpu = inputs['device'].startswith('cuda')
         builder = cls.get_builder()
         builder.sample = orm.Dict(inputs['sample'])
+        builder.refine = orm.Dict(inputs['refine'])
         builder.valid_fraction = orm.Float(inputs['valid_fraction'])
         builder.seed = orm.Int(inputs['seed'])
         builder.label.code = engine_code
@@ -133,6 +220,10 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
 
     def sample(self):
         self.ctx.frames = sample_frames(self.inputs.sample)
+        self.ctx.round = 0
+        self.ctx.rounds = REFINE_SCHEMA.with_defaults(self.inputs.refine.get_dict())['rounds']
+        self.ctx.refined = self.ctx.rounds == 0
+        self.ctx.record_nodes = {}
         self.report(f'sampled {self.ctx.frames.num_frames} configurations')
 
     def run_label(self):
@@ -169,7 +260,59 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
         node = self.ctx.train
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_STUDENT_TRAINING_FAILED.format(message=f'<{node.pk}> {node.exit_message}')
+        if self.ctx.round:
+            self.ctx.record_nodes[f'metrics_{self.ctx.round - 1:02d}'] = node.outputs.metrics
         return None
+
+    # ------------------------------------------------------------------------------------------------ refinement
+    def should_explore(self):
+        return not self.ctx.refined
+
+    def run_explore(self):
+        """The current student explores from every seed cell in NPT; the teacher labels what it visits."""
+        if 'seeds' not in self.ctx:
+            self.ctx.seeds = exploration_seeds(self.inputs.refine)
+        inputs = self.exposed_inputs(TeacherLabelCalculation, namespace='label')
+        settings = REFINE_SCHEMA.with_defaults(self.inputs.refine.get_dict())
+        parameters = {**inputs['parameters'].get_dict(), 'explore': settings['explore']}
+        parameters['md'] = {**parameters.get('md', {}), 'steps': 0}  # the teacher's own MD ran in the first job
+        inputs.update(frames=self.ctx.seeds, models={'student': self.ctx.train.outputs.model})
+        inputs['parameters'] = orm.Dict(parameters)
+        inputs['metadata'] = {**inputs.get('metadata', {}), 'call_link_label': f'explore_{self.ctx.round:02d}'}
+        return ToContext(explore=self.submit(TeacherLabelCalculation, **inputs))
+
+    def inspect_explore(self):
+        node = self.ctx.explore
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_STUDENT_EXPLORATION_FAILED.format(
+                round=self.ctx.round, message=f'<{node.pk}> {node.exit_message}'
+            )
+        summary = node.outputs.summary.get_dict()
+        verdict = summary['exploration']
+        self.ctx.record_nodes[f'explore_{self.ctx.round:02d}'] = node.outputs.summary
+        energy, forces = verdict['student_energy_rmse_meV_atom'], verdict['student_force_rmse_eV_A']
+        self.report(
+            f'round {self.ctx.round}: the student held {verdict["n_runs"] - verdict["n_stopped"]} of '
+            f'{verdict["n_runs"]} NPT cells (max |V/V0 - 1| {verdict["max_abs_volume_change"]:.2f}); on its own '
+            f'{summary["n_explore_frames"]} frames vs the teacher: energy RMSE {_fmt(energy)} meV/atom, forces '
+            f'{_fmt(forces)} eV/Å'
+        )
+        if verdict['holds_cell'] or self.ctx.round >= self.ctx.rounds:
+            self.ctx.refined = True
+            return None
+        labelled = node.outputs.labelled
+        parts = split_training_set(labelled, self.inputs.valid_fraction, self.inputs.seed)
+        self.ctx.train_set = merge_trainingsets(a=self.ctx.train_set, b=parts['train'])
+        self.ctx.valid_set = merge_trainingsets(a=self.ctx.valid_set, b=parts['valid'])
+        self.ctx.round += 1
+        self.report(
+            f'retraining (round {self.ctx.round} of {self.ctx.rounds}) on {self.ctx.train_set.num_frames} frames '
+            f'({labelled.num_frames} from the exploration)'
+        )
+        return None
+
+    def should_retrain(self):
+        return not self.ctx.refined
 
     def results(self):
         model = self.ctx.train.outputs.model
@@ -179,6 +322,8 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
         self.out('validation_set', self.ctx.valid_set)
         self.out('teacher_identity', identity)
         self.out('metrics', self.ctx.train.outputs.metrics)
+        if self.ctx.record_nodes:
+            self.out('refinement', refinement_record(**self.ctx.record_nodes))
         # Stored nodes are immutable; extras make the teacher queryable on the model itself (the graph proves it).
         teacher = {**identity.get_dict(), 'distill_workchain': self.node.uuid}
         model.base.extras.set(EXTRAS_TEACHER, teacher)
@@ -186,6 +331,14 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
         model.base.extras.set(EXTRAS_PROTOCOL, protocol)
         self.node.base.extras.set(EXTRAS_TEACHER, teacher)
         self.report(f'distilled MACE model <{model.pk}> sha256 {model.sha256[:12]} from {identity["name"]}')
+        explorations = sorted(k for k in self.ctx.record_nodes if k.startswith('explore_'))
+        last = self.ctx.record_nodes[explorations[-1]]['exploration'] if explorations else None
+        if last is not None and not last['holds_cell']:
+            return self.exit_codes.ERROR_STUDENT_CELL_RUNAWAY.format(
+                rounds=self.ctx.rounds, stopped=last['n_stopped'], runs=last['n_runs'],
+                change=last['max_abs_volume_change'],
+            )  # fmt: skip
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- reuse per machine
@@ -194,6 +347,7 @@ def distill_key(protocol: str, teacher: str) -> str:
     import inspect
 
     from ..engine import teacher as teacher_module
+    from ..engine import teacher_explore
 
     content = {
         'protocol': DistillWorkChain.get_protocol_inputs(protocol, {'teacher': teacher, 'device': 'cpu'}),
@@ -203,9 +357,13 @@ def distill_key(protocol: str, teacher: str) -> str:
                 inspect.getsource(getattr(teacher_module, name))
                 for name in ('sample_configurations', '_end_members', '_perturb', '_clean', 'label_atoms', 'teacher_md')
             ).encode()
+            + ''.join(
+                inspect.getsource(getattr(teacher_explore, name)) for name in ('student_explore', 'exploration_seeds')
+            ).encode()
         ).hexdigest(),
         # the sampler's defaults fill what a protocol leaves out: a changed default is a changed recipe
         'sample_defaults': SAMPLE_SCHEMA.with_defaults({}),
+        'refine_defaults': REFINE_SCHEMA.with_defaults({}),
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -316,7 +474,10 @@ def get_or_distill_foundation(
             echo(f'  <{node.pk}> {state} ({time.time() - start:.0f} s)')
             last = state
         time.sleep(5)
-    if not node.is_finished_ok:
+    runaway = DistillWorkChain.exit_codes.ERROR_STUDENT_CELL_RUNAWAY.status
+    if node.exit_status == runaway and 'model' in node.outputs:
+        echo(f'WARNING: {node.exit_message}')  # the best model there is; the diffusion chain's NPT check stays on
+    elif not node.is_finished_ok:
         raise RuntimeError(
             f'distillation <{node.pk}> failed: {node.exit_status} {node.exit_message}; `verdi process report {node.pk}`'
         )
@@ -329,6 +490,10 @@ def get_or_distill_foundation(
     shutil.move(staged, cached)
     echo(f'distilled in {time.time() - start:.0f} s: model <{model.pk}>, cached at {cached}')
     return model
+
+
+def _fmt(value) -> str:
+    return 'n/a' if value is None else f'{value:.3g}'
 
 
 def _sha(path) -> str:

@@ -159,3 +159,103 @@ def test_engine_does_not_import_aiida():
     )
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == 'False'
+
+
+class _PressureCalculator:
+    """A stand-in student: no forces, a uniform stress (negative: the cell wants to expand) plus, with ``bulk``, a
+    harmonic restoring stress ``bulk * (V/V0 - 1)`` about the first volume it sees; a fixed energy."""
+
+    def __init__(self, stress_ev_a3: float, bulk: float = 0.0):
+        volumes = []
+        from ase.calculators.calculator import Calculator
+
+        class Fake(Calculator):
+            implemented_properties = ('energy', 'forces', 'stress')
+
+            def calculate(self, atoms=None, properties=('energy',), system_changes=()):
+                super().calculate(atoms, properties, system_changes)
+                volumes.append(volumes[0] if volumes else self.atoms.get_volume())
+                stress = stress_ev_a3 + bulk * (self.atoms.get_volume() / volumes[0] - 1.0)
+                self.results = {
+                    'energy': 0.0,
+                    'forces': np.zeros((len(self.atoms), 3)),
+                    'stress': np.array([stress] * 3 + [0.0] * 3),
+                }
+
+        self.calc = Fake()
+
+
+EXPLORE = {'temperatures_K': [300.0], 'steps': 60, 'interval': 10, 'timestep_fs': 2.0, 'tdamp_fs': 50.0,
+           'pdamp_fs': 100.0, 'barostat': 'full', 'max_volume_change': 0.05, 'seed': 0}  # fmt: skip
+
+
+def test_student_exploration_stops_a_runaway_cell_and_the_teacher_labels_its_frames():
+    """A student whose stress pushes the cell outwards (what the unrefined demo student did) is stopped once the volume
+    passes max_volume_change; that frame is labelled, the run is flagged, and the labels are the teacher's."""
+    from aiida_nmcml.engine.teacher_explore import exploration_seeds, exploration_summary, student_explore
+
+    seeds = exploration_seeds({'x_li': [0.5], 'cell_atoms': 20, 'compositions': ['NMC811']})
+    assert len(seeds) == 1 and seeds[0].info['config_type'] == 'explore_seed'
+    teacher_calc = _PressureCalculator(0.0).calc  # labels: zero energy and stress, so labels != student values
+    identity = {
+        'name': 'fake',
+        'package': 'fake',
+        'package_version': '0',
+        'model_version': '0',
+        'weights_sha256': 'x' * 64,
+    }
+
+    frames, runs = student_explore(seeds, _PressureCalculator(-0.05).calc, teacher_calc, identity, EXPLORE)
+    (run,) = runs
+    assert run['stopped'] and 'volume' in run['stopped']
+    assert run['max_volume_ratio'] > 1.05 and run['steps'] < EXPLORE['steps']
+    assert len(frames) == run['n_frames'] == run['steps'] // EXPLORE['interval']
+    assert frames[-1].info['volume_ratio'] > 1.05  # the frame that crossed the limit is labelled
+    assert all(f.info['config_type'] == 'student_md' and f.info['x_li'] == 0.5 for f in frames)
+    verdict = exploration_summary(runs)
+    assert verdict['holds_cell'] is False and verdict['n_stopped'] == 1
+
+    # a student that binds the cell (bulk modulus 1 eV/Å^3 = 160 GPa) holds it for the whole run
+    frames, runs = student_explore(seeds, _PressureCalculator(0.0, bulk=1.0).calc, teacher_calc, identity, EXPLORE)
+    assert runs[0]['stopped'] is None and runs[0]['steps'] == EXPLORE['steps']
+    assert len(frames) == EXPLORE['steps'] // EXPLORE['interval']
+    assert exploration_summary(runs)['holds_cell'] is True
+
+
+def test_label_command_explores_with_a_student(tmp_path):
+    """The real subcommand with the shipped demo student and CHGNet: student NPT frames labelled by the teacher, the
+    student's errors against the teacher recorded per run."""
+    from aiida_nmcml.engine.teacher_explore import exploration_seeds
+    from aiida_nmcml.workflows.distill import SHIPPED_DIR
+
+    (model,) = sorted(SHIPPED_DIR.glob('distilled-chgnet-demo-*.model'))
+    (tmp_path / 'student.model').write_bytes(model.read_bytes())
+    write(
+        tmp_path / 'frames.xyz',
+        exploration_seeds({'x_li': [0.5], 'cell_atoms': 20, 'compositions': ['NMC811']}),
+        format='extxyz',
+    )
+    explore = {**EXPLORE, 'steps': 20, 'max_volume_change': 0.3}
+    config = {'frames': 'frames.xyz', 'teacher': 'chgnet', 'device': 'cpu', 'explore': explore,
+              'models': [{'path': 'student.model', 'sha256': sha256sum(tmp_path / 'student.model')}]}  # fmt: skip
+    (tmp_path / 'input.json').write_text(json.dumps(config))
+    proc = subprocess.run([sys.executable, '-m', 'aiida_nmcml.engine.cli', 'label', 'input.json'], cwd=tmp_path,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / teacher.SUMMARY_FILENAME).read_text())
+    labelled = read(tmp_path / teacher.LABELLED_FILENAME, index=':')
+    explored = [a for a in labelled if a.info['config_type'] == 'student_md']
+    assert summary['n_explore_frames'] == len(explored) == 2
+    (run,) = summary['explore_runs']
+    assert run['steps'] == 20 and run['temperature_K'] == 300.0
+    assert run['student_force_rmse_eV_A'] > 0  # the student is not the teacher
+    for frame in explored:
+        assert frame.info['teacher'] == 'chgnet'
+        assert frame.info['REF_energy'] != pytest.approx(frame.info['student_energy'], abs=1e-6)
+
+    # explore without a student is refused
+    (tmp_path / 'input.json').write_text(json.dumps({**config, 'models': []}))
+    proc = subprocess.run([sys.executable, '-m', 'aiida_nmcml.engine.cli', 'label', 'input.json'], cwd=tmp_path,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert 'explore needs the student' in json.loads((tmp_path / 'engine_status.json').read_text())['message']

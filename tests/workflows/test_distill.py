@@ -48,6 +48,30 @@ def test_misspelt_keys_are_refused_before_submission(nmcml_codes):
         builder.teacher = orm.Str('mace-mp-0')
     with pytest.raises(ValueError, match="did you mean 'temperatures_K'"):
         builder.parameters = orm.Dict({'md': {'temperature_K': [300.0]}})
+    with pytest.raises(ValueError, match="did you mean 'rounds'"):
+        DistillWorkChain.get_builder_from_protocol(
+            nmcml_codes['engine'], nmcml_codes['mace_train'], protocol='fast', overrides={'refine': {'round': 1}}
+        )
+    with pytest.raises(ValueError, match='max_volume_change'):
+        DistillWorkChain.get_builder_from_protocol(
+            nmcml_codes['engine'],
+            nmcml_codes['mace_train'],
+            protocol='fast',
+            overrides={'refine': {'explore': {'max_volume_change': -1.0}}},
+        )
+
+
+def test_exploration_needs_exactly_one_student(nmcml_codes, tiny_foundation_model):
+    validate = TeacherLabelCalculation.validate_inputs
+    frames = TrainingSet.from_frames(sample_configurations({'frames_per_x': 1, 'x_li': [1.0]})).store()
+    explore = orm.Dict({'explore': {'temperatures_K': [800.0], 'steps': 10}})
+    ports = TeacherLabelCalculation.spec().inputs
+    assert 'needs the student' in validate({'frames': frames, 'parameters': explore}, ports)
+    student = MaceModel.from_file(tiny_foundation_model).store()
+    two = {'a': student, 'b': student}
+    assert 'at most one model' in validate({'frames': frames, 'parameters': explore, 'models': two}, ports)
+    one = {'student': student}
+    assert validate({'frames': frames, 'parameters': explore, 'models': one}, ports) is None
 
 
 @pytest.mark.daemon
@@ -60,19 +84,42 @@ def test_fast_distillation_finetunes_and_runs_md(nmcml_codes, submit_and_await):
     from aiida_nmcml.engine.teacher import chgnet_weights_path
     from aiida_nmcml.workflows.finetune import FinetuneWorkChain
 
+    # one refinement round with a deliberately strict volume rule (1 %: a 12-atom cell fluctuates more than that at
+    # 1200 K), so the round retrains and the final check exits 750 with everything attached
+    explore = {'temperatures_K': [1200.0], 'steps': 60, 'interval': 10, 'max_volume_change': 0.01}
+    refine = {'rounds': 1, 'seeds': {'x_li': [0.5], 'cell_atoms': 12}, 'explore': explore}
     builder = DistillWorkChain.get_builder_from_protocol(
-        nmcml_codes['engine'], nmcml_codes['mace_train'], protocol='fast'
+        nmcml_codes['engine'], nmcml_codes['mace_train'], protocol='fast', overrides={'refine': refine}
     )
-    node = submit_and_await(builder, timeout=900)
-    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    node = submit_and_await(builder, timeout=1200)
+    assert node.exit_status == DistillWorkChain.exit_codes.ERROR_STUDENT_CELL_RUNAWAY.status, node.exit_message
     weights = sha256sum(chgnet_weights_path())
+
+    # refinement: round 0 explored with the first student, its frames joined the data, the retrained student was
+    # checked by a second exploration; the model output is the retrained one
+    rounds = node.outputs.refinement['rounds']
+    assert [r['round'] for r in rounds] == [0, 1]
+    assert rounds[0]['frames_labelled'] > 0 and rounds[0]['retrained_validation'] is not None
+    assert not rounds[1]['exploration']['holds_cell'] and rounds[1]['retrained_validation'] is None
+    trains = [c for c in node.called if c.process_type.endswith('nmcml.mace.train')]
+    explores = sorted((c for c in node.called if c.base.links.get_incoming(link_label_filter='models__student').all()),
+                      key=lambda c: c.ctime)  # fmt: skip
+    assert len(trains) == 2 and len(explores) == 2
+    assert explores[0].inputs.models.student.uuid == min(trains, key=lambda c: c.ctime).outputs.model.uuid
+    first_train = min(trains, key=lambda c: c.ctime)
+    assert node.outputs.model.uuid == max(trains, key=lambda c: c.ctime).outputs.model.uuid
+    assert node.outputs.training_set.num_frames > first_train.inputs.training_set.num_frames
+    everything = node.outputs.training_set.get_frames() + node.outputs.validation_set.get_frames()
+    explored = [a for a in everything if a.info['config_type'] == 'student_md']  # split 90/10 like the rest
+    assert len(explored) == rounds[0]['frames_labelled']  # round 0's frames joined; the last check's did not
+    assert all(a.info['teacher_weights_sha256'] == weights for a in explored)
 
     # the model names its teacher: extras and the graph (model <- train <- training_set <- split <- label job)
     model = node.outputs.model
     assert model.base.extras.get(EXTRAS_TEACHER)['weights_sha256'] == weights
     assert sorted(model.elements) == ['Co', 'Li', 'Mn', 'Ni', 'O']
     train = model.creator
-    label = node.outputs.training_set.creator.inputs.training_set.creator
+    label = first_train.inputs.training_set.creator.inputs.training_set.creator
     assert train.inputs.training_set.uuid == node.outputs.training_set.uuid
     assert label.process_type.endswith('nmcml.teacher.label') and label.inputs.teacher.value == 'chgnet'
     assert node.outputs.teacher_identity['weights_sha256'] == weights
