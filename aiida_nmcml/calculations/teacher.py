@@ -25,6 +25,7 @@ from ..engine.teacher import (
     SUMMARY_FILENAME,
     TEACHERS,
 )
+from ..engine.teacher_explore import explore_requested
 from .base import EngineCalculation
 
 FRAMES_FILENAME = 'frames.xyz'
@@ -84,7 +85,7 @@ class TeacherLabelCalculation(EngineCalculation):
         if len(models) > 1:
             return 'give at most one model: the student whose NPT runs the teacher labels (`parameters.explore`)'
         explore = (inputs['parameters'].get_dict() if 'parameters' in inputs else {}).get('explore', {})
-        if explore.get('steps') and explore.get('temperatures_K') and not models:
+        if explore_requested(explore) and not models:
             return '`parameters.explore` needs the student: give it as `models`'
         frames = inputs.get('frames')
         if frames is not None and not frames.num_frames:

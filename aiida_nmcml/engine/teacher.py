@@ -39,7 +39,7 @@ import numpy as np
 
 from ..common.schema import Field, Section
 from .common import EngineError, select_device, sha256sum, write_json
-from .teacher_explore import EXPLORE_SCHEMA, exploration_summary, student_explore
+from .teacher_explore import EXPLORE_SCHEMA, exploration_summary, explore_requested, student_explore
 
 LABELLED_FILENAME = 'labelled.xyz'
 IDENTITY_FILENAME = 'teacher.json'
@@ -355,7 +355,7 @@ def run(config: dict) -> None:
     if errors:
         raise EngineError('invalid_input', '; '.join(errors))
     config = LABEL_SCHEMA.with_defaults(config)
-    if config['explore']['steps'] and config['explore']['temperatures_K'] and not config['models']:
+    if explore_requested(config['explore']) and not config['models']:
         raise EngineError('invalid_input', 'explore needs the student: give one model')
     try:
         frames = read(config['frames'], index=':', format='extxyz')

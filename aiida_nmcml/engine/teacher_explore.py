@@ -42,6 +42,12 @@ EXPLORE_SCHEMA = Section(
 )
 
 
+def explore_requested(explore: dict) -> bool:
+    """Whether ``explore`` asks for any student MD (steps and temperatures); the engine, the calcjob and the work
+    chain refuse such settings without a student, or a refinement without them."""
+    return bool(explore.get('steps') and explore.get('temperatures_K'))
+
+
 def student_explore(seed_frames, student, teacher, identity: dict, explore: dict) -> tuple[list, list]:
     """Labelled frames of the student's NPT runs and one record per run (volumes, stop reason, student errors).
 

@@ -43,7 +43,7 @@ from ..common.schema import Field, Section, port_validator
 from ..data.model import MaceModel
 from ..data.trainingset import TrainingSet, merge_trainingsets
 from ..engine.teacher import SAMPLE_SCHEMA
-from ..engine.teacher_explore import EXPLORE_SCHEMA, SEEDS_SCHEMA
+from ..engine.teacher_explore import EXPLORE_SCHEMA, SEEDS_SCHEMA, explore_requested
 from ..protocols import ProtocolMixin
 from ..setup.computer import job_options
 from .finetune import split_training_set
@@ -140,10 +140,10 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
             cls.inspect_label,
             cls.run_train,
             cls.inspect_train,
-            while_(cls.should_explore)(
+            while_(cls.refining)(
                 cls.run_explore,
                 cls.inspect_explore,
-                if_(cls.should_retrain)(cls.run_train, cls.inspect_train),
+                if_(cls.refining)(cls.run_train, cls.inspect_train),
             ),
             cls.results,
         )
@@ -176,6 +176,9 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
     def validate_inputs(inputs, _):
         if not 0.0 < inputs['valid_fraction'].value < 0.5:
             return 'valid_fraction must be in (0, 0.5)'
+        refine = REFINE_SCHEMA.with_defaults(inputs['refine'].get_dict()) if 'refine' in inputs else {'rounds': 0}
+        if refine['rounds'] and not explore_requested(refine['explore']):
+            return 'refine.rounds > 0 needs refine.explore.steps and refine.explore.temperatures_K'
         return None
 
     @classmethod
@@ -221,8 +224,8 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
     def sample(self):
         self.ctx.frames = sample_frames(self.inputs.sample)
         self.ctx.round = 0
-        self.ctx.rounds = REFINE_SCHEMA.with_defaults(self.inputs.refine.get_dict())['rounds']
-        self.ctx.refined = self.ctx.rounds == 0
+        self.ctx.refine = REFINE_SCHEMA.with_defaults(self.inputs.refine.get_dict())
+        self.ctx.refined = self.ctx.refine['rounds'] == 0
         self.ctx.record_nodes = {}
         self.report(f'sampled {self.ctx.frames.num_frames} configurations')
 
@@ -265,7 +268,8 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
         return None
 
     # ------------------------------------------------------------------------------------------------ refinement
-    def should_explore(self):
+    def refining(self):
+        """Explore again (loop) / retrain (after an exploration that did not end the refinement)."""
         return not self.ctx.refined
 
     def run_explore(self):
@@ -273,8 +277,7 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
         if 'seeds' not in self.ctx:
             self.ctx.seeds = exploration_seeds(self.inputs.refine)
         inputs = self.exposed_inputs(TeacherLabelCalculation, namespace='label')
-        settings = REFINE_SCHEMA.with_defaults(self.inputs.refine.get_dict())
-        parameters = {**inputs['parameters'].get_dict(), 'explore': settings['explore']}
+        parameters = {**inputs['parameters'].get_dict(), 'explore': self.ctx.refine['explore']}
         parameters['md'] = {**parameters.get('md', {}), 'steps': 0}  # the teacher's own MD ran in the first job
         inputs.update(frames=self.ctx.seeds, models={'student': self.ctx.train.outputs.model})
         inputs['parameters'] = orm.Dict(parameters)
@@ -297,7 +300,7 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
             f'{summary["n_explore_frames"]} frames vs the teacher: energy RMSE {_fmt(energy)} meV/atom, forces '
             f'{_fmt(forces)} eV/Å'
         )
-        if verdict['holds_cell'] or self.ctx.round >= self.ctx.rounds:
+        if verdict['holds_cell'] or self.ctx.round >= self.ctx.refine['rounds']:
             self.ctx.refined = True
             return None
         labelled = node.outputs.labelled
@@ -306,13 +309,10 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
         self.ctx.valid_set = merge_trainingsets(a=self.ctx.valid_set, b=parts['valid'])
         self.ctx.round += 1
         self.report(
-            f'retraining (round {self.ctx.round} of {self.ctx.rounds}) on {self.ctx.train_set.num_frames} frames '
-            f'({labelled.num_frames} from the exploration)'
+            f'retraining (round {self.ctx.round} of {self.ctx.refine["rounds"]}) on {self.ctx.train_set.num_frames} '
+            f'frames ({labelled.num_frames} from the exploration)'
         )
         return None
-
-    def should_retrain(self):
-        return not self.ctx.refined
 
     def results(self):
         model = self.ctx.train.outputs.model
@@ -335,7 +335,7 @@ class DistillWorkChain(ProtocolMixin, WorkChain):
         last = self.ctx.record_nodes[explorations[-1]]['exploration'] if explorations else None
         if last is not None and not last['holds_cell']:
             return self.exit_codes.ERROR_STUDENT_CELL_RUNAWAY.format(
-                rounds=self.ctx.rounds, stopped=last['n_stopped'], runs=last['n_runs'],
+                rounds=self.ctx.refine['rounds'], stopped=last['n_stopped'], runs=last['n_runs'],
                 change=last['max_abs_volume_change'],
             )  # fmt: skip
         return None

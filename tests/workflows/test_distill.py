@@ -59,6 +59,13 @@ def test_misspelt_keys_are_refused_before_submission(nmcml_codes):
             protocol='fast',
             overrides={'refine': {'explore': {'max_volume_change': -1.0}}},
         )
+    no_md = DistillWorkChain.get_builder_from_protocol(
+        nmcml_codes['engine'],
+        nmcml_codes['mace_train'],
+        protocol='fast',
+        overrides={'refine': {'rounds': 1, 'explore': {'steps': 0}}},
+    )
+    assert 'needs refine.explore.steps' in DistillWorkChain.validate_inputs(no_md, None)
 
 
 def test_exploration_needs_exactly_one_student(nmcml_codes, tiny_foundation_model):
